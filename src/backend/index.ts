@@ -1,0 +1,147 @@
+import * as tf from '@tensorflow/tfjs';
+import type { BackendName } from '../config/types';
+import { UserError } from '../errors';
+
+export interface BackendChoice {
+  name: Exclude<BackendName, 'auto'>;
+  /** Why this backend: what was tried before it and why those were skipped. */
+  reason: string;
+  /** A human description of the device (GPU adapter, CPU model). */
+  device: string;
+}
+
+/** The slice of the WebGPU API that the probe touches. */
+interface GPU {
+  requestAdapter(opts?: { powerPreference?: string }): Promise<unknown | null>;
+}
+
+type Probe = () => Promise<string>; // resolves to a device description, throws why it cannot start
+
+let current: BackendChoice | undefined;
+
+/** The backend chosen by the last `initBackend`, for manifests and benchmark tables. */
+export function currentBackend(): BackendChoice | undefined {
+  return current;
+}
+
+/**
+ * Start a TensorFlow.js backend. `auto` tries the native binding, then a WebGPU adapter, then wasm, then cpu,
+ * and says why it chose what it chose. A named backend that cannot start is an error: a silent fallback would
+ * turn a GPU benchmark into a CPU one without anybody noticing.
+ */
+export async function initBackend(requested: BackendName): Promise<BackendChoice> {
+  if (current && (requested === current.name || requested === 'auto')) return current;
+  const order: Exclude<BackendName, 'auto'>[] = requested === 'auto' ? ['tensorflow', 'webgpu', 'wasm', 'cpu'] : [requested];
+  const skipped: string[] = [];
+  for (const name of order) {
+    try {
+      const device = await PROBES[name]();
+      current = {
+        name,
+        device,
+        reason: requested === 'auto' ? (skipped.length ? `auto: ${skipped.join('; ')}` : 'auto: first choice') : 'requested',
+      };
+      return current;
+    } catch (err) {
+      const why = (err as Error).message.split('\n')[0];
+      if (requested !== 'auto') throw new UserError(`backend ${name} cannot start: ${why}`);
+      skipped.push(`${name} unavailable (${why})`);
+    }
+  }
+  throw new UserError(`no TensorFlow.js backend could start: ${skipped.join('; ')}`);
+}
+
+async function activate(name: string): Promise<void> {
+  const ok = await tf.setBackend(name);
+  if (!ok) throw new Error(`tf.setBackend('${name}') returned false`);
+  await tf.ready();
+}
+
+function cpuModel(): string {
+  // eslint-disable-next-line @typescript-eslint/no-var-requires
+  const os = require('os') as typeof import('os');
+  const cpus = os.cpus();
+  return `${cpus[0]?.model ?? 'cpu'} x${cpus.length}`;
+}
+
+const PROBES: Record<Exclude<BackendName, 'auto'>, Probe> = {
+  async tensorflow() {
+    // The native binding is an optional dependency: its install downloads libtensorflow, which fails offline.
+    // eslint-disable-next-line @typescript-eslint/no-var-requires
+    require('@tensorflow/tfjs-node');
+    await activate('tensorflow');
+    return `libtensorflow on ${cpuModel()}`;
+  },
+  async webgpu() {
+    // eslint-disable-next-line @typescript-eslint/no-var-requires
+    const dawn = require('webgpu') as { create(flags: string[]): GPU; globals: Record<string, unknown> };
+    const g = globalThis as unknown as { navigator?: { gpu?: GPU } };
+    if (!g.navigator?.gpu) {
+      Object.assign(globalThis, dawn.globals);
+      // The backend registers itself only if navigator.gpu exists when its module is first loaded.
+      Object.defineProperty(globalThis, 'navigator', { value: { gpu: dawn.create([]) }, configurable: true, writable: true });
+    }
+    const adapter = await g.navigator!.gpu!.requestAdapter({ powerPreference: 'high-performance' });
+    if (!adapter) throw new Error('no WebGPU adapter (no GPU or no Vulkan driver)');
+    const info = (adapter as unknown as { info?: { vendor?: string; architecture?: string; device?: string; description?: string } }).info;
+    // eslint-disable-next-line @typescript-eslint/no-var-requires
+    require('@tensorflow/tfjs-backend-webgpu');
+    await activate('webgpu');
+    return `webgpu ${[info?.vendor, info?.architecture, info?.description || info?.device].filter(Boolean).join(' ')}`.trim();
+  },
+  async wasm() {
+    // eslint-disable-next-line @typescript-eslint/no-var-requires
+    require('@tensorflow/tfjs-backend-wasm');
+    registerWasmSegmentSum();
+    await activate('wasm');
+    return `wasm (single-threaded SIMD) on ${cpuModel()}`;
+  },
+  async cpu() {
+    await activate('cpu');
+    return `tfjs cpu on ${cpuModel()}`;
+  },
+};
+
+interface WasmBackendLike {
+  typedArrayFromHeap(t: tf.TensorInfo): Float32Array | Int32Array | Uint8Array;
+  makeOutput(shape: number[], dtype: tf.DataType): tf.TensorInfo;
+}
+
+let segmentSumRegistered = false;
+
+/**
+ * The wasm backend has no `UnsortedSegmentSum`, which is the gradient of `gather` (the embedding lookup), so
+ * training would fail on the first backward pass. wasm tensors live in the module's heap, so a plain loop over
+ * heap views is both correct and as fast as the kernel would be for this scatter-add.
+ */
+export function registerWasmSegmentSum(): void {
+  if (segmentSumRegistered || tf.getKernel('UnsortedSegmentSum', 'wasm')) return;
+  tf.registerKernel({
+    kernelName: 'UnsortedSegmentSum',
+    backendName: 'wasm',
+    kernelFunc: ({ inputs, attrs, backend }) => {
+      const { x, segmentIds } = inputs as { x: tf.TensorInfo; segmentIds: tf.TensorInfo };
+      const numSegments = (attrs as unknown as { numSegments: number }).numSegments;
+      const wasm = backend as unknown as WasmBackendLike;
+      if (x.dtype !== 'float32') throw new Error(`UnsortedSegmentSum on wasm: dtype ${x.dtype} unsupported`);
+      const rows = segmentIds.shape.reduce((a, b) => a * b, 1);
+      const inner = x.shape.slice(segmentIds.shape.length).reduce((a, b) => a * b, 1);
+      const outShape = [numSegments, ...x.shape.slice(segmentIds.shape.length)];
+      const out = wasm.makeOutput(outShape, 'float32');
+      const dst = wasm.typedArrayFromHeap(out) as Float32Array;
+      dst.fill(0);
+      // Read the inputs after allocating: allocation can grow the heap and detach earlier views.
+      const src = wasm.typedArrayFromHeap(x) as Float32Array;
+      const ids = wasm.typedArrayFromHeap(segmentIds) as Int32Array;
+      for (let r = 0; r < rows; r++) {
+        const s = ids[r];
+        if (s < 0 || s >= numSegments) continue;
+        const so = r * inner;
+        const d0 = s * inner;
+        for (let i = 0; i < inner; i++) dst[d0 + i] += src[so + i];
+      }
+      return out;
+    },
+  });
+  segmentSumRegistered = true;
+}

@@ -1,0 +1,39 @@
+import { Command, Flags } from '@oclif/core';
+import { UserError } from '../errors';
+
+/**
+ * Every mlactl command extends this: `run()` parses flags, calls one library function and returns a typed
+ * result, which oclif prints as JSON under `--json`. User errors become one line on stderr and their exit code
+ * (2 for bad input) instead of a stack trace.
+ */
+export abstract class MlactlCommand<T> extends Command {
+  static override enableJsonFlag = true;
+
+  static override baseFlags = {};
+
+  protected override async catch(err: Error & { exitCode?: number; oclif?: { exit?: number } }): Promise<unknown> {
+    if (err instanceof UserError) {
+      process.stderr.write(`mlactl: ${err.message}\n`);
+      this.exit(err.exitCode);
+    }
+    // oclif's own flag-parsing errors are also the user's input: keep them one line with exit code 2.
+    if (err.oclif?.exit === 2 || err.name === 'CLIError' && /flag|argument|Unexpected/i.test(err.message)) {
+      process.stderr.write(`mlactl: ${err.message.split('\n')[0]}\n`);
+      this.exit(2);
+    }
+    return super.catch(err);
+  }
+
+  /** Print human output only when --json is off. */
+  protected say(line: string): void {
+    if (!this.jsonEnabled()) this.log(line);
+  }
+
+  abstract override run(): Promise<T>;
+}
+
+export const configFlags = {
+  config: Flags.string({ char: 'c', description: 'YAML config file (presets extend configs/base.yaml)' }),
+  set: Flags.string({ description: 'override a config key: --set train.lr=3e-4 (repeatable)', multiple: true, default: [] }),
+  backend: Flags.string({ description: 'auto|tensorflow|wasm|cpu|webgpu (overrides the config key `backend`)' }),
+};
