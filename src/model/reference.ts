@@ -59,12 +59,13 @@ function groupNorm(vecs: Vec[], G: number, w: Vec, eps: number): Vec[] {
   return out;
 }
 
-/** Logits [T][V] for one token sequence. */
-export function referenceForward(W: RefWeights, s: ModelSpec, tokens: number[]): number[][] {
+/** Logits [T][V] for one token sequence, and the maximum scaled attention logit per layer and head [L][H]. */
+export function referenceForward(W: RefWeights, s: ModelSpec, tokens: number[]): { logits: number[][]; maxLogits: number[][] } {
   const T = tokens.length;
   const { d, H, dn, dr, dv, dc } = s;
   let xs: Vec[] = tokens.map((t) => W['model.embed_tokens.weight'].slice(t * d, (t + 1) * d));
   const scale = 1 / Math.sqrt(dn + dr);
+  const maxLogits: number[][] = [];
 
   for (let l = 0; l < s.L; l++) {
     const p = `model.layers.${l}.`;
@@ -127,12 +128,14 @@ export function referenceForward(W: RefWeights, s: ModelSpec, tokens: number[]):
     }
 
     const next: Vec[] = [];
+    const layerMax = new Array<number>(H).fill(-Infinity);
     for (let t = 0; t < T; t++) {
       const merged = new Float64Array(H * dv);
       for (let i = 0; i < H; i++) {
         const sc: number[] = [];
         for (let j = 0; j <= t; j++) sc.push(scale * dot(Q[t][i], K[j][i]));
         const m = Math.max(...sc);
+        layerMax[i] = Math.max(layerMax[i], m);
         const e = sc.map((v) => Math.exp(v - m));
         const z = e.reduce((x, y) => x + y, 0);
         for (let j = 0; j <= t; j++) for (let k = 0; k < dv; k++) merged[i * dv + k] += (e[j] / z) * Vv[j][i][k];
@@ -147,9 +150,11 @@ export function referenceForward(W: RefWeights, s: ModelSpec, tokens: number[]):
       next.push(h1.map((v, k) => v + down[k]));
     }
     xs = next;
+    maxLogits.push(layerMax);
   }
   const head = W['lm_head.weight'] ?? W['model.embed_tokens.weight'];
-  return xs.map((x) => Array.from(matVec(head, s.vocab, d, rmsNormRef(x, W['model.norm.weight'], s.normEps))));
+  const logits = xs.map((x) => Array.from(matVec(head, s.vocab, d, rmsNormRef(x, W['model.norm.weight'], s.normEps))));
+  return { logits, maxLogits };
 }
 
 /** max |a - b| / max |b|: the normwise relative error the tests bound. */

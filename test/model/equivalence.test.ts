@@ -33,12 +33,15 @@ describe.each(cases)('%s', (_name, over) => {
   let P: Record<string, tf.Variable>;
   let rope: RopeTables;
   let ref: number[][][];
+  let refMax: number[][][];
 
   beforeAll(() => {
     P = randomParams(s, 3);
     rope = new RopeTables(s.dr, s.maxSeqLen, s.ropeTheta);
     const W = toRefWeights(P);
-    ref = seqs.map((q) => referenceForward(W, s, q));
+    const outs = seqs.map((q) => referenceForward(W, s, q));
+    ref = outs.map((o) => o.logits);
+    refMax = outs.map((o) => o.maxLogits);
   });
   afterAll(() => {
     disposeParams(P);
@@ -48,10 +51,14 @@ describe.each(cases)('%s', (_name, over) => {
   const flatRef = (b: number, from: number, to: number) => ref[b].slice(from, to).flat();
 
   test('training form matches the float64 reference', () => {
-    const logits = tf.tidy(() => forward(P, s, rope, tf.tensor2d(seqs, [B, T], 'int32')).logits);
+    const { logits, maxLogits } = tf.tidy(() => forward(P, s, rope, tf.tensor2d(seqs, [B, T], 'int32'), true));
     const got = logits.arraySync() as number[][][];
-    logits.dispose();
+    const gotMax = maxLogits!.arraySync();
+    tf.dispose([logits, maxLogits!]);
     for (let b = 0; b < B; b++) expect(maxRelativeError(got[b].flat(), flatRef(b, 0, T))).toBeLessThan(TOL);
+    // S_h is a max over the batch too (§5).
+    const want = refMax[0].map((row, l) => row.map((v, h) => Math.max(v, refMax[1][l][h])));
+    expect(maxRelativeError(gotMax.flat(), want.flat())).toBeLessThan(TOL);
   });
 
   test.each(cachesFor(s))('decode cache %s (prefill 4, then one token at a time) matches the reference', (kind) => {
