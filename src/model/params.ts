@@ -69,7 +69,7 @@ export function initParams(s: ModelSpec, seed: number): Record<string, tf.Variab
     const value = tf.tidy(() =>
       p.init === 'ones' ? tf.ones(p.shape) : tf.randomNormal(p.shape, 0, p.std, 'float32', seed * 1000003 + idx * 7919 + 17),
     );
-    vars[p.name] = tf.variable(value, true, `${p.name}#${seed}#${Math.random().toString(36).slice(2, 8)}`);
+    vars[p.name] = tf.variable(value, true);
     value.dispose();
   });
   return vars;
