@@ -34,6 +34,11 @@ export async function initBackend(requested: BackendName): Promise<BackendChoice
   const order: Exclude<BackendName, 'auto'>[] = requested === 'auto' ? ['tensorflow', 'webgpu', 'wasm', 'cpu'] : [requested];
   const skipped: string[] = [];
   for (const name of order) {
+    if (requested === 'auto' && name === 'webgpu' && !gpuDeviceNodePresent()) {
+      // Probing Dawn without a GPU makes it print Vulkan loader errors; the device nodes tell us cheaply.
+      skipped.push('webgpu skipped (no /dev/nvidia* or /dev/dri GPU device)');
+      continue;
+    }
     try {
       const device = await PROBES[name]();
       current = {
@@ -49,6 +54,17 @@ export async function initBackend(requested: BackendName): Promise<BackendChoice
     }
   }
   throw new UserError(`no TensorFlow.js backend could start: ${skipped.join('; ')}`);
+}
+
+function gpuDeviceNodePresent(): boolean {
+  // eslint-disable-next-line @typescript-eslint/no-var-requires
+  const fs = require('fs') as typeof import('fs');
+  try {
+    if (fs.readdirSync('/dev').some((n) => /^nvidia\d+$/.test(n))) return true;
+    return fs.existsSync('/dev/dri') && fs.readdirSync('/dev/dri').some((n) => n.startsWith('renderD'));
+  } catch {
+    return false;
+  }
 }
 
 async function activate(name: string): Promise<void> {
@@ -97,6 +113,7 @@ const PROBES: Record<Exclude<BackendName, 'auto'>, Probe> = {
     return `wasm (single-threaded SIMD) on ${cpuModel()}`;
   },
   async cpu() {
+    registerSegmentSum('cpu');
     await activate('cpu');
     return `tfjs cpu on ${cpuModel()}`;
   },
@@ -107,41 +124,65 @@ interface WasmBackendLike {
   makeOutput(shape: number[], dtype: tf.DataType): tf.TensorInfo;
 }
 
-let segmentSumRegistered = false;
+interface CpuBackendLike {
+  data: { get(id: unknown): { values: Float32Array | Int32Array } };
+  makeTensorInfo(shape: number[], dtype: tf.DataType, values: Float32Array): tf.TensorInfo;
+}
+
+/** out[ids[r]] += x[r] over rows of `inner` values: the scatter-add behind the embedding gradient. */
+function segmentSumInto(dst: Float32Array, src: Float32Array, ids: Int32Array, rows: number, inner: number, numSegments: number): void {
+  for (let r = 0; r < rows; r++) {
+    const s = ids[r];
+    if (s < 0 || s >= numSegments) continue;
+    const so = r * inner;
+    const d0 = s * inner;
+    for (let i = 0; i < inner; i++) dst[d0 + i] += src[so + i];
+  }
+}
+
+function segmentShapes(x: tf.TensorInfo, segmentIds: tf.TensorInfo, numSegments: number) {
+  if (x.dtype !== 'float32') throw new Error(`UnsortedSegmentSum: dtype ${x.dtype} unsupported`);
+  const rows = segmentIds.shape.reduce((a, b) => a * b, 1);
+  const tail = x.shape.slice(segmentIds.shape.length);
+  return { rows, inner: tail.reduce((a, b) => a * b, 1), outShape: [numSegments, ...tail] };
+}
+
+const registered = new Set<string>();
 
 /**
- * The wasm backend has no `UnsortedSegmentSum`, which is the gradient of `gather` (the embedding lookup), so
- * training would fail on the first backward pass. wasm tensors live in the module's heap, so a plain loop over
- * heap views is both correct and as fast as the kernel would be for this scatter-add.
+ * The gradient of `gather` (the embedding lookup) is `UnsortedSegmentSum`. wasm has no kernel for it, so training
+ * fails on the first backward pass; the cpu backend has one that loops over segments with whole-tensor ops, which
+ * costs O(vocab x tokens x d) and dominated a small model's step. Both keep tensors in host memory, so a direct
+ * scatter-add over typed arrays is exact (the same summation order as the reference kernel) and linear in size.
  */
 export function registerWasmSegmentSum(): void {
-  if (segmentSumRegistered || tf.getKernel('UnsortedSegmentSum', 'wasm')) return;
+  registerSegmentSum('wasm');
+}
+
+export function registerSegmentSum(backendName: 'wasm' | 'cpu'): void {
+  if (registered.has(backendName)) return;
+  if (tf.getKernel('UnsortedSegmentSum', backendName)) tf.unregisterKernel('UnsortedSegmentSum', backendName);
   tf.registerKernel({
     kernelName: 'UnsortedSegmentSum',
-    backendName: 'wasm',
+    backendName,
     kernelFunc: ({ inputs, attrs, backend }) => {
       const { x, segmentIds } = inputs as { x: tf.TensorInfo; segmentIds: tf.TensorInfo };
       const numSegments = (attrs as unknown as { numSegments: number }).numSegments;
+      const { rows, inner, outShape } = segmentShapes(x, segmentIds, numSegments);
+      if (backendName === 'cpu') {
+        const cpu = backend as unknown as CpuBackendLike;
+        const dst = new Float32Array(numSegments * inner);
+        segmentSumInto(dst, cpu.data.get(x.dataId).values as Float32Array, cpu.data.get(segmentIds.dataId).values as Int32Array, rows, inner, numSegments);
+        return cpu.makeTensorInfo(outShape, 'float32', dst);
+      }
       const wasm = backend as unknown as WasmBackendLike;
-      if (x.dtype !== 'float32') throw new Error(`UnsortedSegmentSum on wasm: dtype ${x.dtype} unsupported`);
-      const rows = segmentIds.shape.reduce((a, b) => a * b, 1);
-      const inner = x.shape.slice(segmentIds.shape.length).reduce((a, b) => a * b, 1);
-      const outShape = [numSegments, ...x.shape.slice(segmentIds.shape.length)];
       const out = wasm.makeOutput(outShape, 'float32');
       const dst = wasm.typedArrayFromHeap(out) as Float32Array;
       dst.fill(0);
       // Read the inputs after allocating: allocation can grow the heap and detach earlier views.
-      const src = wasm.typedArrayFromHeap(x) as Float32Array;
-      const ids = wasm.typedArrayFromHeap(segmentIds) as Int32Array;
-      for (let r = 0; r < rows; r++) {
-        const s = ids[r];
-        if (s < 0 || s >= numSegments) continue;
-        const so = r * inner;
-        const d0 = s * inner;
-        for (let i = 0; i < inner; i++) dst[d0 + i] += src[so + i];
-      }
+      segmentSumInto(dst, wasm.typedArrayFromHeap(x) as Float32Array, wasm.typedArrayFromHeap(segmentIds) as Int32Array, rows, inner, numSegments);
       return out;
     },
   });
-  segmentSumRegistered = true;
+  registered.add(backendName);
 }

@@ -1,0 +1,311 @@
+// Reading configurations: a YAML file's `extends` chain is resolved down to configs/base.yaml, the layers are
+// deep-merged (mappings merge key by key; lists and scalars replace), `--set key.path=value` overrides go on top,
+// and the result is validated. Each key remembers the layer that last wrote it so that errors point there.
+
+import * as fs from 'fs';
+import * as path from 'path';
+import { Document, isMap, isScalar, LineCounter, parseDocument, stringify, YAMLError } from 'yaml';
+import { UserError } from '../errors';
+import { Config, ModelConfig } from './types';
+import { describeValue, isPlainObject, keyError, OriginLookup, validateConfig } from './validate';
+
+/** Resolved from src/config (tests) and dist/config (the built CLI) alike. */
+export const BASE_CONFIG_PATH = path.resolve(__dirname, '../../configs/base.yaml');
+
+/** One source of keys, merged in order: base, the extends chain from root to leaf, then each `--set`. */
+interface Layer {
+  data: Record<string, unknown>;
+  originOf: (keyPath: string) => string;
+}
+
+interface ConfigFile {
+  display: string;
+  data: Record<string, unknown>;
+  /** Absolute path of the file named by `extends`, if any, and the path as written. */
+  extendsPath?: string;
+  extendsWritten?: string;
+  lineOf: Map<string, number>;
+}
+
+/** Reads a config file (relative to the working directory), resolving `extends`, then applies `sets` in order. */
+export function loadConfig(file: string, sets: string[] = []): Config {
+  const chain = readExtendsChain(file).map(fileLayer);
+  return resolveLayers([fileLayer(readBaseFile()), ...chain, ...sets.map(setLayer)]);
+}
+
+/** As loadConfig for an in-memory object (an experiment arm, a test); `sourceName` labels its errors. */
+export function resolveConfigObject(obj: unknown, sets: string[] = [], sourceName = 'config object'): Config {
+  const data = obj === undefined || obj === null ? {} : obj;
+  if (!isPlainObject(data)) {
+    throw new UserError(`config error in ${sourceName}: expected a mapping of config keys, got ${describeValue(data)}`);
+  }
+  if (Object.prototype.hasOwnProperty.call(data, 'extends')) {
+    throw new UserError(`config error at extends: only config files can extend another file [${sourceName}]`);
+  }
+  const layer: Layer = { data, originOf: () => sourceName };
+  return resolveLayers([fileLayer(readBaseFile()), layer, ...sets.map(setLayer)]);
+}
+
+export function baseConfig(): Config {
+  return resolveLayers([fileLayer(readBaseFile())]);
+}
+
+export function configToYaml(cfg: Config): string {
+  // lineWidth 0: never fold long strings (paths), so a saved config diffs line by line.
+  return stringify(cfg, { lineWidth: 0 });
+}
+
+/**
+ * Writes `value` at a dotted key path, creating the mappings on the way. Refuses to replace a non-mapping on the
+ * way, which would silently drop what was there.
+ */
+export function setConfigValue(obj: Record<string, unknown>, keyPath: string, value: unknown): void {
+  const segments = keyPath.split('.');
+  if (segments.some((segment) => segment.trim() === '')) {
+    throw new UserError(`config error at ${keyPath}: empty segment in key path`);
+  }
+  let node = obj;
+  for (let i = 0; i < segments.length - 1; i++) {
+    const segment = segments[i];
+    if (!Object.prototype.hasOwnProperty.call(node, segment)) defineOwn(node, segment, {});
+    const next = node[segment];
+    if (!isPlainObject(next)) {
+      throw new UserError(`config error at ${keyPath}: ${segments.slice(0, i + 1).join('.')} is ${describeValue(next)}, not a mapping`);
+    }
+    node = next;
+  }
+  defineOwn(node, segments[segments.length - 1], value);
+}
+
+/** The number of key groups G that QK-norm uses: 0 in the config means one group per head. */
+export function effectiveKeyGroups(m: ModelConfig): number {
+  return m.qk_norm.key_groups === 0 ? m.n_heads : m.qk_norm.key_groups;
+}
+
+/**
+ * The embedding's row count: 0 takes the tokenizer's vocabulary rounded up to a multiple of 64 (matmul-friendly
+ * shapes; the extra rows are never targets). A fixed size must hold every token id.
+ */
+export function effectiveVocab(m: ModelConfig, tokenizerVocab: number): number {
+  if (!Number.isSafeInteger(tokenizerVocab) || tokenizerVocab <= 0) {
+    throw new Error(`effectiveVocab: tokenizer vocabulary must be a positive integer, got ${tokenizerVocab}`);
+  }
+  if (m.vocab_size === 0) return Math.ceil(tokenizerVocab / 64) * 64;
+  if (m.vocab_size < tokenizerVocab) {
+    throw new UserError(
+      `config error at model.vocab_size: ${m.vocab_size} is smaller than the tokenizer's vocabulary (${tokenizerVocab}); use 0 to size it from the tokenizer`,
+    );
+  }
+  return m.vocab_size;
+}
+
+function resolveLayers(layers: Layer[]): Config {
+  const merged: Record<string, unknown> = {};
+  const origins = new Map<string, string>();
+  for (const layer of layers) mergeInto(merged, layer.data, '', layer, origins);
+  const originOf: OriginLookup = (keyPath) => {
+    // A list item or a key inside a replaced value has no entry of its own: fall back to its parents.
+    let p = keyPath;
+    while (p !== '') {
+      const origin = origins.get(p);
+      if (origin !== undefined) return origin;
+      const parent = p.replace(/(\[\d+\]|\.?[^.[]+)$/, '');
+      if (parent === p) break;
+      p = parent;
+    }
+    return undefined;
+  };
+  return validateConfig(merged, originOf);
+}
+
+function mergeInto(
+  target: Record<string, unknown>,
+  source: Record<string, unknown>,
+  prefix: string,
+  layer: Layer,
+  origins: Map<string, string>,
+): void {
+  for (const [key, value] of Object.entries(source)) {
+    const keyPath = prefix ? `${prefix}.${key}` : key;
+    origins.set(keyPath, layer.originOf(keyPath));
+    if (isPlainObject(value)) {
+      const existing = Object.prototype.hasOwnProperty.call(target, key) ? target[key] : undefined;
+      const section = isPlainObject(existing) ? existing : {};
+      if (section !== existing) defineOwn(target, key, section);
+      mergeInto(section, value, keyPath, layer, origins);
+    } else {
+      defineOwn(target, key, cloneData(value));
+    }
+  }
+}
+
+/** Copies lists (and mappings inside them) so the merged config never aliases a cached layer. */
+function cloneData(value: unknown): unknown {
+  if (Array.isArray(value)) return value.map(cloneData);
+  if (isPlainObject(value)) {
+    const copy: Record<string, unknown> = {};
+    for (const [key, item] of Object.entries(value)) defineOwn(copy, key, cloneData(item));
+    return copy;
+  }
+  return value;
+}
+
+/** Plain assignment of `__proto__` would change the prototype instead of adding a key; the validator should see it. */
+function defineOwn(target: Record<string, unknown>, key: string, value: unknown): void {
+  Object.defineProperty(target, key, { value, enumerable: true, writable: true, configurable: true });
+}
+
+function fileLayer(file: ConfigFile): Layer {
+  return {
+    data: file.data,
+    originOf: (keyPath) => {
+      const line = file.lineOf.get(keyPath);
+      return line === undefined ? file.display : `${file.display}:${line}`;
+    },
+  };
+}
+
+function setLayer(arg: string): Layer {
+  const source = `--set ${arg}`;
+  const eq = arg.indexOf('=');
+  const keyPath = eq < 0 ? '' : arg.slice(0, eq).trim();
+  if (!/^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$/.test(keyPath)) {
+    throw new UserError(`config error in ${source}: expected key.path=value, e.g. --set train.lr=3e-4`);
+  }
+  const doc = parseDocument(arg.slice(eq + 1));
+  if (doc.errors.length > 0) {
+    throw new UserError(`config error at ${keyPath}: invalid YAML value (${yamlErrorText(doc.errors[0])}) [${source}]`);
+  }
+  const data: Record<string, unknown> = {};
+  setConfigValue(data, keyPath, doc.toJS());
+  return { data, originOf: () => source };
+}
+
+let cachedBaseFile: ConfigFile | undefined;
+
+function readBaseFile(): ConfigFile {
+  if (!cachedBaseFile) {
+    const file = readConfigFile(BASE_CONFIG_PATH);
+    if (file.extendsPath !== undefined) {
+      throw new UserError(`config error at extends: the base config cannot extend another file [${file.display}:${file.lineOf.get('extends')}]`);
+    }
+    cachedBaseFile = file;
+  }
+  return cachedBaseFile;
+}
+
+/** The files from the one named down to (not including) base.yaml, root first. */
+function readExtendsChain(file: string): ConfigFile[] {
+  const baseCanonical = canonicalPath(BASE_CONFIG_PATH);
+  const chain: ConfigFile[] = [];
+  const visited: string[] = [];
+  let nextPath = path.resolve(file);
+  let referrer: ConfigFile | undefined;
+  for (;;) {
+    const canonical = canonicalPath(nextPath);
+    if (canonical === baseCanonical) break;
+    if (referrer && visited.includes(canonical)) {
+      const cycle = [...chain.map((f) => f.display), displayPath(nextPath)].join(' -> ');
+      throw new UserError(`config error at extends: cycle ${cycle} [${referrer.display}:${referrer.lineOf.get('extends')}]`);
+    }
+    visited.push(canonical);
+    const current: ConfigFile = readConfigFile(nextPath, referrer);
+    chain.push(current);
+    if (current.extendsPath === undefined) break;
+    referrer = current;
+    nextPath = current.extendsPath;
+  }
+  return chain.reverse();
+}
+
+function readConfigFile(absPath: string, referrer?: ConfigFile): ConfigFile {
+  const display = displayPath(absPath);
+  let text: string;
+  try {
+    text = fs.readFileSync(absPath, 'utf8');
+  } catch (err) {
+    const reason = readFailure(err);
+    if (referrer) {
+      throw new UserError(
+        `config error at extends: cannot read ${referrer.extendsWritten} (${reason}: ${display}) [${referrer.display}:${referrer.lineOf.get('extends')}]`,
+      );
+    }
+    throw new UserError(`config error: cannot read config file ${display}: ${reason}`);
+  }
+
+  const lineCounter = new LineCounter();
+  const doc = parseDocument(text, { lineCounter });
+  if (doc.errors.length > 0) {
+    const error = doc.errors[0];
+    const where = error.linePos ? `:${error.linePos[0].line}:${error.linePos[0].col}` : '';
+    throw new UserError(`config error in ${display}${where}: invalid YAML: ${yamlErrorText(error)}`);
+  }
+  let parsed: unknown;
+  try {
+    parsed = doc.toJS();
+  } catch (err) {
+    throw new UserError(`config error in ${display}: ${(err as Error).message.split('\n')[0]}`);
+  }
+  const data = parsed === null || parsed === undefined ? {} : parsed;
+  if (!isPlainObject(data)) {
+    throw new UserError(`config error in ${display}: the top level must be a mapping of config keys, got ${describeValue(data)}`);
+  }
+
+  const lineOf = keyLines(doc, lineCounter);
+  let extendsPath: string | undefined;
+  let extendsWritten: string | undefined;
+  if (Object.prototype.hasOwnProperty.call(data, 'extends')) {
+    const target = data.extends;
+    if (typeof target !== 'string' || target.trim() === '') {
+      throw keyError('extends', `expected a path to another config file, got ${describeValue(target)}`, () => `${display}:${lineOf.get('extends')}`);
+    }
+    // Relative to the file's own folder, so a preset works from any working directory.
+    extendsWritten = target;
+    extendsPath = path.resolve(path.dirname(absPath), target);
+    delete data.extends;
+  }
+  return { display, data, extendsPath, extendsWritten, lineOf };
+}
+
+/** The line of every mapping key in the document, by dotted key path. */
+function keyLines(doc: Document, lineCounter: LineCounter): Map<string, number> {
+  const lines = new Map<string, number>();
+  const walk = (node: unknown, prefix: string): void => {
+    if (!isMap(node)) return;
+    for (const pair of node.items) {
+      const key = isScalar(pair.key) ? String(pair.key.value) : String(pair.key);
+      const keyPath = prefix ? `${prefix}.${key}` : key;
+      const offset = isScalar(pair.key) && pair.key.range ? pair.key.range[0] : undefined;
+      if (offset !== undefined) lines.set(keyPath, lineCounter.linePos(offset).line);
+      walk(pair.value, keyPath);
+    }
+  };
+  walk(doc.contents, '');
+  return lines;
+}
+
+/** The yaml package's message without its position suffix and source excerpt (we print our own position). */
+function yamlErrorText(error: YAMLError): string {
+  return error.message.split('\n')[0].replace(/ at line \d+, column \d+:?$/, '');
+}
+
+function readFailure(err: unknown): string {
+  const code = (err as NodeJS.ErrnoException).code;
+  if (code === 'ENOENT') return 'no such file';
+  if (code === 'EISDIR') return 'is a directory';
+  if (code === 'EACCES') return 'permission denied';
+  return code ?? (err as Error).message.split('\n')[0];
+}
+
+function displayPath(absPath: string): string {
+  const relative = path.relative(process.cwd(), absPath);
+  return relative !== '' && !relative.startsWith('..') && !path.isAbsolute(relative) ? relative : absPath;
+}
+
+function canonicalPath(p: string): string {
+  try {
+    return fs.realpathSync.native(p);
+  } catch {
+    return path.resolve(p);
+  }
+}

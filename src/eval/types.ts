@@ -1,0 +1,73 @@
+import type { Tokenizer } from '../data/tokenizer';
+
+export interface TokenScores {
+  /** [n-1]: log p(seq[i+1] | seq[..i]) */
+  logprobs: Float64Array;
+  /** [n-1]: 1 when seq[i+1] is the argmax */
+  greedy: Uint8Array;
+}
+
+export interface ScoringModel {
+  tokenizer: Tokenizer;
+  /** Longest sequence one forward pass accepts. */
+  maxSeqLen: number;
+  /** Batched scoring of whole token sequences (each length 2..maxSeqLen). */
+  scoreSequences(seqs: number[][]): Promise<TokenScores[]>;
+}
+
+/** One loglikelihood question: how likely is `continuation` right after `context`? */
+export interface LoglikelihoodRequest {
+  context: string;
+  continuation: string;
+  /** Names the request in error messages (e.g. `hellaswag item 12 choice 3`); the index is used otherwise. */
+  id?: string;
+}
+
+export interface LoglikelihoodResult {
+  /** Summed log-probability (natural log) of the continuation's tokens. */
+  logprob: number;
+  /** True when every continuation token is the model's argmax given what precedes it. */
+  isGreedy: boolean;
+  /** Tokens scored as the continuation (after the context/continuation split). */
+  nTokens: number;
+  /** Characters of the continuation as scored (after trailing whitespace moved over from the context). */
+  nChars: number;
+  /** UTF-8 bytes of the continuation as scored. */
+  nBytes: number;
+}
+
+export interface RollingResult {
+  /** Summed log-probability of every token of the text, the first conditioned on eos. */
+  logprob: number;
+  nTokens: number;
+}
+
+/** A multiple-choice item: each choice is scored as `delimiter + choice` after `context`. */
+export interface MultipleChoiceItem {
+  kind: 'multiple_choice';
+  context: string;
+  choices: string[];
+  gold: number;
+}
+
+/**
+ * Partial scoring (WinoGrande): the options differ in the context and share one continuation; the prediction is
+ * the context under which the shared continuation is most likely.
+ */
+export interface PartialItem {
+  kind: 'partial';
+  contexts: string[];
+  continuation: string;
+  gold: number;
+}
+
+/** LAMBADA-style: predict `target` (which carries its own leading space) after `context`. */
+export interface TargetItem {
+  kind: 'target';
+  context: string;
+  target: string;
+}
+
+export type TaskItem = MultipleChoiceItem | PartialItem | TargetItem;
+
+export type MetricName = 'acc' | 'acc_norm' | 'acc_bytes' | 'perplexity';

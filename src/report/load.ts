@@ -1,0 +1,370 @@
+// Reading run folders and experiment folders into LoadedRun records. Every problem with a file becomes a
+// one-line UserError naming the file (and line, for the line-based formats) and the offending key.
+import * as fs from 'fs';
+import * as path from 'path';
+import { parse as parseYaml } from 'yaml';
+import type { Config } from '../config/types';
+import { UserError } from '../errors';
+import {
+  RUN_STATUSES, type EvalPoint, type EvalResults, type EvalTaskResult, type ExperimentFile, type HeadMaxLogit,
+  type LoadedRun, type MetricRow, type RunManifest, type RunStatus, type RunSummary,
+} from './types';
+
+type Json = Record<string, unknown>;
+
+function isObject(value: unknown): value is Json {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+function readText(file: string): string {
+  try {
+    return fs.readFileSync(file, 'utf8');
+  } catch {
+    throw new UserError(`cannot read ${file}`);
+  }
+}
+
+function readJsonObject(file: string): Json {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(readText(file));
+  } catch (err) {
+    if (err instanceof UserError) throw err;
+    throw new UserError(`${file}: invalid JSON (${(err as Error).message})`);
+  }
+  if (!isObject(parsed)) throw new UserError(`${file}: expected a JSON object`);
+  return parsed;
+}
+
+/** Field readers: `where` is "file" or "file:line", so the message points at the exact record. */
+function requireNumber(obj: Json, key: string, where: string): number {
+  const value = obj[key];
+  if (typeof value !== 'number' || !Number.isFinite(value)) throw new UserError(`${where}: key \`${key}\` must be a finite number`);
+  return value;
+}
+
+function optionalNumber(obj: Json, key: string, where: string): number | null {
+  const value = obj[key];
+  if (value === undefined || value === null) return null;
+  if (typeof value !== 'number') throw new UserError(`${where}: key \`${key}\` must be a number or null`);
+  // NaN/Infinity cannot come from JSON, but a loss that blew up is better shown as missing than as a number.
+  return Number.isFinite(value) ? value : null;
+}
+
+function optionalString(obj: Json, key: string, where: string): string | null {
+  const value = obj[key];
+  if (value === undefined || value === null) return null;
+  if (typeof value !== 'string') throw new UserError(`${where}: key \`${key}\` must be a string`);
+  return value;
+}
+
+function requireString(obj: Json, key: string, where: string): string {
+  const value = optionalString(obj, key, where);
+  if (value === null) throw new UserError(`${where}: missing key \`${key}\``);
+  return value;
+}
+
+function readConfig(dir: string): Config {
+  const file = path.join(dir, 'config.resolved.yaml');
+  let parsed: unknown;
+  try {
+    parsed = parseYaml(readText(file));
+  } catch (err) {
+    if (err instanceof UserError) throw err;
+    throw new UserError(`${file}: invalid YAML (${(err as Error).message.split('\n')[0]})`);
+  }
+  if (!isObject(parsed)) throw new UserError(`${file}: expected a mapping`);
+  // Only the keys compare reads are checked here; the config module validates the rest when the run is made.
+  const model = parsed.model, train = parsed.train;
+  if (!isObject(model) || typeof model.variant !== 'string') throw new UserError(`${file}: missing key \`model.variant\``);
+  if (!isObject(train) || typeof train.lr !== 'number') throw new UserError(`${file}: key \`train.lr\` must be a number`);
+  const qkClip = train.qk_clip;
+  if (!isObject(qkClip) || typeof qkClip.tau !== 'number') throw new UserError(`${file}: key \`train.qk_clip.tau\` must be a number`);
+  return parsed as unknown as Config;
+}
+
+function readManifest(dir: string): RunManifest {
+  const file = path.join(dir, 'manifest.json');
+  const obj = readJsonObject(file);
+  for (const key of ['tokenizer_hash', 'val_hash']) requireString(obj, key, file);
+  return obj as RunManifest;
+}
+
+function readSummary(dir: string): RunSummary {
+  const file = path.join(dir, 'summary.json');
+  const obj = readJsonObject(file);
+  const status = obj.status;
+  if (typeof status !== 'string' || !RUN_STATUSES.includes(status as RunStatus)) {
+    throw new UserError(`${file}: key \`status\` must be one of ${RUN_STATUSES.join('|')}`);
+  }
+  return {
+    status: status as RunStatus,
+    arm: optionalString(obj, 'arm', file),
+    experiment: optionalString(obj, 'experiment', file),
+    variant: optionalString(obj, 'variant', file),
+    seed: optionalNumber(obj, 'seed', file),
+    lr: optionalNumber(obj, 'lr', file),
+    step: requireNumber(obj, 'step', file),
+    tokens: requireNumber(obj, 'tokens', file),
+    final_train_loss: optionalNumber(obj, 'final_train_loss', file),
+    final_val_loss: optionalNumber(obj, 'final_val_loss', file),
+    best_val_loss: optionalNumber(obj, 'best_val_loss', file),
+    diverged_at_step: optionalNumber(obj, 'diverged_at_step', file),
+  };
+}
+
+function parseMetricRow(obj: Json, where: string): MetricRow {
+  const rawMaxLogit = obj.max_logit;
+  let maxLogit: number[] = [];
+  if (Array.isArray(rawMaxLogit)) {
+    if (!rawMaxLogit.every((v) => v === null || typeof v === 'number')) throw new UserError(`${where}: key \`max_logit\` must be an array of numbers`);
+    // A null entry (a NaN logit) makes that layer's value unknown, not zero.
+    maxLogit = rawMaxLogit.map((v) => (typeof v === 'number' && Number.isFinite(v) ? v : NaN));
+  } else if (rawMaxLogit !== undefined && rawMaxLogit !== null) {
+    throw new UserError(`${where}: key \`max_logit\` must be an array of numbers`);
+  }
+  return {
+    step: requireNumber(obj, 'step', where),
+    tokens: requireNumber(obj, 'tokens', where),
+    lr: optionalNumber(obj, 'lr', where),
+    train_loss: optionalNumber(obj, 'train_loss', where),
+    val_loss: optionalNumber(obj, 'val_loss', where),
+    grad_norm: optionalNumber(obj, 'grad_norm', where),
+    max_logit: maxLogit,
+    heads_clipped: optionalNumber(obj, 'heads_clipped', where) ?? 0,
+    tokens_per_s: optionalNumber(obj, 'tokens_per_s', where),
+    elapsed_s: optionalNumber(obj, 'elapsed_s', where),
+  };
+}
+
+function readMetrics(dir: string, status: RunStatus): MetricRow[] {
+  const file = path.join(dir, 'metrics.jsonl');
+  const lines = readText(file).split('\n');
+  const rows: MetricRow[] = [];
+  lines.forEach((line, index) => {
+    if (line.trim() === '') return;
+    const where = `${file}:${index + 1}`;
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(line);
+    } catch {
+      // A run that is still being written (or was killed mid-write) may end in a partial line; skip only that one.
+      const isLastLine = lines.slice(index + 1).every((rest) => rest.trim() === '');
+      if (isLastLine && status !== 'completed') return;
+      throw new UserError(`${where}: invalid JSON line`);
+    }
+    if (!isObject(parsed)) throw new UserError(`${where}: expected a JSON object`);
+    rows.push(parseMetricRow(parsed, where));
+  });
+  return rows;
+}
+
+/** Minimal CSV reader for the numeric files mlactl writes itself (no quoted fields with commas inside). */
+function readCsv(file: string): { header: string[]; rows: { cells: string[]; line: number }[] } {
+  const lines = readText(file).split('\n');
+  const header = (lines[0] ?? '').trim().split(',').map((h) => h.trim());
+  const rows: { cells: string[]; line: number }[] = [];
+  for (let i = 1; i < lines.length; i++) {
+    if (lines[i].trim() === '') continue;
+    rows.push({ cells: lines[i].trim().split(',').map((c) => c.trim().replace(/^"(.*)"$/, '$1')), line: i + 1 });
+  }
+  return { header, rows };
+}
+
+function columnIndexes(file: string, header: string[], wanted: string[]): Record<string, number> {
+  const indexes: Record<string, number> = {};
+  for (const name of wanted) {
+    const index = header.indexOf(name);
+    if (index < 0) throw new UserError(`${file}: missing column \`${name}\``);
+    indexes[name] = index;
+  }
+  return indexes;
+}
+
+function csvNumber(cell: string | undefined, file: string, line: number, column: string, allowEmpty: boolean): number | null {
+  if (cell === undefined || cell === '' || cell === 'null' || cell === 'NaN') {
+    if (allowEmpty) return null;
+    throw new UserError(`${file}:${line}: column \`${column}\` is empty`);
+  }
+  const value = Number(cell);
+  if (!Number.isFinite(value)) throw new UserError(`${file}:${line}: column \`${column}\` is not a number: ${cell}`);
+  return value;
+}
+
+function readEvalByStep(dir: string): EvalPoint[] {
+  const file = path.join(dir, 'eval', 'by-step.csv');
+  if (!fs.existsSync(file)) return [];
+  const { header, rows } = readCsv(file);
+  const col = columnIndexes(file, header, ['step', 'tokens', 'task', 'metric', 'value', 'stderr']);
+  return rows.map(({ cells, line }) => ({
+    step: csvNumber(cells[col.step], file, line, 'step', false) as number,
+    tokens: csvNumber(cells[col.tokens], file, line, 'tokens', false) as number,
+    task: cells[col.task],
+    metric: cells[col.metric],
+    value: csvNumber(cells[col.value], file, line, 'value', false) as number,
+    stderr: csvNumber(cells[col.stderr], file, line, 'stderr', true),
+  }));
+}
+
+function readEvalResults(dir: string): EvalResults | null {
+  const file = path.join(dir, 'eval', 'results.json');
+  if (!fs.existsSync(file)) return null;
+  const obj = readJsonObject(file);
+  if (!isObject(obj.tasks)) throw new UserError(`${file}: key \`tasks\` must be an object`);
+  const tasks: Record<string, EvalTaskResult> = {};
+  for (const [taskName, rawTask] of Object.entries(obj.tasks)) {
+    const where = `${file} (tasks.${taskName})`;
+    if (!isObject(rawTask) || !isObject(rawTask.metrics)) throw new UserError(`${where}: key \`metrics\` must be an object`);
+    const metrics: EvalTaskResult['metrics'] = {};
+    for (const [metricName, rawMetric] of Object.entries(rawTask.metrics)) {
+      const metricWhere = `${file} (tasks.${taskName}.metrics.${metricName})`;
+      if (!isObject(rawMetric)) throw new UserError(`${metricWhere}: expected {value, stderr}`);
+      metrics[metricName] = { value: requireNumber(rawMetric, 'value', metricWhere), stderr: optionalNumber(rawMetric, 'stderr', metricWhere) };
+    }
+    const version = rawTask.version;
+    tasks[taskName] = {
+      version: typeof version === 'string' || typeof version === 'number' ? version : null,
+      n: optionalNumber(rawTask, 'n', where),
+      chance: optionalNumber(rawTask, 'chance', where),
+      metrics,
+    };
+  }
+  return { checkpoint_step: optionalNumber(obj, 'checkpoint_step', file), tokens: optionalNumber(obj, 'tokens', file), tasks };
+}
+
+function readHeadMaxLogits(dir: string): HeadMaxLogit[] | null {
+  const file = path.join(dir, 'maxlogits.csv');
+  if (!fs.existsSync(file)) return null;
+  const { header, rows } = readCsv(file);
+  const names = ['step', 'tokens', 'layer', 'head', 'max_logit'] as const;
+  const col = columnIndexes(file, header, [...names]);
+  const out: HeadMaxLogit[] = [];
+  for (const { cells, line } of rows) {
+    const maxLogit = csvNumber(cells[col.max_logit], file, line, 'max_logit', true);
+    if (maxLogit === null) continue;
+    out.push({
+      step: csvNumber(cells[col.step], file, line, 'step', false) as number,
+      tokens: csvNumber(cells[col.tokens], file, line, 'tokens', false) as number,
+      layer: csvNumber(cells[col.layer], file, line, 'layer', false) as number,
+      head: csvNumber(cells[col.head], file, line, 'head', false) as number,
+      max_logit: maxLogit,
+    });
+  }
+  return out;
+}
+
+/**
+ * summary.json is authoritative, an explicit null included (a diverged run has no final loss). Only keys it
+ * lacks altogether, as in a summary written before the run ended, are taken from the metrics log.
+ */
+function fillMissingFinals(summary: RunSummary, metrics: MetricRow[], raw: Json): void {
+  const finite = (values: (number | null)[]): number[] => values.filter((v): v is number => v !== null && Number.isFinite(v));
+  const train = finite(metrics.map((m) => m.train_loss));
+  const val = finite(metrics.map((m) => m.val_loss));
+  if (!('final_train_loss' in raw)) summary.final_train_loss = train.length > 0 ? train[train.length - 1] : null;
+  if (!('final_val_loss' in raw)) summary.final_val_loss = val.length > 0 ? val[val.length - 1] : null;
+  if (!('best_val_loss' in raw)) summary.best_val_loss = val.length > 0 ? Math.min(...val) : null;
+}
+
+export function isExperimentDir(dir: string): boolean {
+  return fs.existsSync(path.join(dir, 'experiment.json'));
+}
+
+export function isRunDir(dir: string): boolean {
+  return fs.existsSync(path.join(dir, 'config.resolved.yaml')) || fs.existsSync(path.join(dir, 'summary.json'));
+}
+
+/** Load one run folder. `id` defaults to the folder name. */
+export function loadRun(dir: string, id?: string, experimentDir: string | null = null): LoadedRun {
+  const absolute = path.resolve(dir);
+  if (!fs.existsSync(absolute) || !fs.statSync(absolute).isDirectory()) throw new UserError(`run folder not found: ${dir}`);
+  for (const required of ['config.resolved.yaml', 'manifest.json', 'summary.json', 'metrics.jsonl']) {
+    if (!fs.existsSync(path.join(absolute, required))) throw new UserError(`${dir} is not a run folder: missing ${required}`);
+  }
+  const summary = readSummary(absolute);
+  const metrics = readMetrics(absolute, summary.status);
+  fillMissingFinals(summary, metrics, readJsonObject(path.join(absolute, 'summary.json')));
+  return {
+    dir: absolute,
+    id: id ?? path.basename(absolute),
+    experimentDir,
+    config: readConfig(absolute),
+    manifest: readManifest(absolute),
+    summary,
+    metrics,
+    evalResults: readEvalResults(absolute),
+    evalByStep: readEvalByStep(absolute),
+    headMaxLogits: readHeadMaxLogits(absolute),
+  };
+}
+
+export function readExperiment(dir: string): ExperimentFile {
+  const file = path.join(dir, 'experiment.json');
+  const obj = readJsonObject(file);
+  const name = requireString(obj, 'name', file);
+  if (!Array.isArray(obj.arms) || obj.arms.length === 0) throw new UserError(`${file}: key \`arms\` must be a non-empty array`);
+  const arms = obj.arms.map((arm, index) => {
+    const where = `${file} (arms[${index}])`;
+    if (!isObject(arm)) throw new UserError(`${where}: expected an object`);
+    return {
+      name: requireString(arm, 'name', where),
+      dir: requireString(arm, 'dir', where),
+      variant: optionalString(arm, 'variant', where) ?? '',
+      seed: optionalNumber(arm, 'seed', where) ?? 0,
+      lr: optionalNumber(arm, 'lr', where) ?? 0,
+    };
+  });
+  return { name, arms };
+}
+
+export interface LoadedInputs {
+  runs: LoadedRun[];
+  /** True when the first input was an experiment folder (decides the default output folder). */
+  firstIsExperiment: boolean;
+}
+
+/** Expand inputs (run folders or experiment folders) into runs; the same folder reached twice is loaded once. */
+export function loadInputs(inputs: string[]): LoadedInputs {
+  if (inputs.length === 0) throw new UserError('no run or experiment folder given');
+  const runs: LoadedRun[] = [];
+  const seen = new Set<string>();
+  const add = (dir: string, id: string | undefined, experimentDir: string | null): void => {
+    let key: string;
+    try {
+      key = fs.realpathSync(dir);
+    } catch {
+      throw new UserError(`run folder not found: ${dir}`);
+    }
+    if (seen.has(key)) return;
+    seen.add(key);
+    runs.push(loadRun(dir, id, experimentDir));
+  };
+  for (const input of inputs) {
+    if (!fs.existsSync(input) || !fs.statSync(input).isDirectory()) throw new UserError(`folder not found: ${input}`);
+    if (isExperimentDir(input)) {
+      const experiment = readExperiment(input);
+      for (const arm of experiment.arms) add(path.join(input, arm.dir), arm.name, path.resolve(input));
+    } else if (isRunDir(input)) {
+      add(input, undefined, null);
+    } else {
+      throw new UserError(`${input} is neither a run folder (config.resolved.yaml, summary.json) nor an experiment folder (experiment.json)`);
+    }
+  }
+  makeIdsUnique(runs);
+  return { runs, firstIsExperiment: isExperimentDir(inputs[0]) };
+}
+
+/** Two folders both called e.g. `qk-norm-s0` (from two experiments) get their parent folder as a prefix. */
+function makeIdsUnique(runs: LoadedRun[]): void {
+  const counts = new Map<string, number>();
+  for (const run of runs) counts.set(run.id, (counts.get(run.id) ?? 0) + 1);
+  for (const run of runs) {
+    if ((counts.get(run.id) ?? 0) > 1) run.id = `${path.basename(run.experimentDir ?? path.dirname(run.dir))}/${run.id}`;
+  }
+  const seen = new Map<string, number>();
+  for (const run of runs) {
+    const n = seen.get(run.id) ?? 0;
+    seen.set(run.id, n + 1);
+    if (n > 0) run.id = `${run.id}#${n + 1}`;
+  }
+}

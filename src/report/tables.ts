@@ -1,0 +1,215 @@
+// The comparison's tables as plain data ({headers, rows} of strings), rendered to Markdown here and to HTML
+// in html.ts, plus the per-group CSV.
+import { stringify } from 'csv-stringify/sync';
+import { formatLr, groupMetric, type ArmGroup, type RunStats } from './groups';
+import type { GateResult } from './expect';
+import type { Aggregate } from './stats';
+
+export interface Table {
+  headers: string[];
+  rows: string[][];
+  /** Right-align these columns (numbers). */
+  numeric?: boolean[];
+}
+
+export const DASH = '—';
+
+export function formatNumber(value: number | null | undefined, digits = 4): string {
+  if (value === null || value === undefined || !Number.isFinite(value)) return DASH;
+  return value.toFixed(digits);
+}
+
+/** 1234567 → 1.23M: token counts are read at a glance, not digit by digit. */
+export function formatTokens(tokens: number | null | undefined): string {
+  if (tokens === null || tokens === undefined || !Number.isFinite(tokens)) return DASH;
+  const units: [number, string][] = [[1e12, 'T'], [1e9, 'G'], [1e6, 'M'], [1e3, 'k']];
+  for (const [size, suffix] of units) if (Math.abs(tokens) >= size) return `${Number((tokens / size).toPrecision(3))}${suffix}`;
+  return String(tokens);
+}
+
+export function formatAggregate(agg: Aggregate, digits = 4): string {
+  if (agg.mean === null) return DASH;
+  const spread = agg.std === null ? '' : ` ± ${agg.std.toFixed(digits)}`;
+  return `${agg.mean.toFixed(digits)}${spread} (n=${agg.count})`;
+}
+
+export function formatDelta(value: number | null | undefined, digits = 4): string {
+  if (value === null || value === undefined || !Number.isFinite(value)) return DASH;
+  return `${value >= 0 ? '+' : ''}${value.toFixed(digits)}`;
+}
+
+export function formatStatuses(group: ArmGroup): string {
+  return Object.entries(group.statuses).map(([status, n]) => (n === 1 && group.runs.length === 1 ? status : `${status}×${n}`)).join(', ');
+}
+
+function peakText(group: ArmGroup): string {
+  const peak = group.maxLogitPeak;
+  if (!peak) return DASH;
+  return peak.value.toFixed(1);
+}
+
+/** The headline: one row per arm group. A dagger marks groups whose finals come from unfinished runs. */
+export function groupTable(groups: ArmGroup[], matchedTokens: number | null): Table {
+  return {
+    headers: ['arm group', 'runs', 'status', 'tokens', 'final train loss', 'final val loss', 'best val loss',
+      `val loss @ ${formatTokens(matchedTokens)} tokens`, 'max logit (peak)', 'heads clipped / run'],
+    numeric: [false, true, false, true, true, true, true, true, true, true],
+    rows: groups.map((g) => [
+      g.partial ? `${g.label} †` : g.label,
+      String(g.runs.length),
+      formatStatuses(g),
+      formatTokens(g.tokens.mean),
+      formatAggregate(g.finalTrainLoss),
+      formatAggregate(g.finalValLoss),
+      formatAggregate(g.bestValLoss),
+      formatAggregate(g.valLossMatched),
+      peakText(g),
+      g.headsClipped.mean === null ? DASH : formatAggregate(g.headsClipped, 1),
+    ]),
+  };
+}
+
+/** Downstream metrics: mean ± seed std, and the typical per-run standard error. */
+export function evalTable(groups: ArmGroup[], evalNames: string[]): Table | null {
+  if (evalNames.length === 0) return null;
+  return {
+    headers: ['arm group', ...evalNames],
+    numeric: [false, ...evalNames.map(() => true)],
+    rows: groups.map((g) => [
+      g.label,
+      ...evalNames.map((name) => {
+        const agg = g.eval[name];
+        if (!agg || agg.mean === null) return 'no eval';
+        return `${formatAggregate(agg)}${agg.stderr === null ? '' : ` se ${agg.stderr.toFixed(4)}`}`;
+      }),
+    ]),
+  };
+}
+
+export const DELTA_METRICS = ['val_loss', 'best_val_loss', 'train_loss', 'val_loss_matched'] as const;
+
+export interface BaselineDelta {
+  group: ArmGroup;
+  baseline: ArmGroup | null;
+  /** metric → group mean − baseline mean. */
+  deltas: Record<string, number | null>;
+}
+
+export function baselineDeltas(groups: ArmGroup[], pairing: Map<ArmGroup, ArmGroup | null>, evalNames: string[]): BaselineDelta[] {
+  return groups.map((group) => {
+    const baseline = pairing.get(group) ?? null;
+    const deltas: Record<string, number | null> = {};
+    for (const metric of [...DELTA_METRICS, ...evalNames]) {
+      const a = groupMetric(group, metric), b = baseline ? groupMetric(baseline, metric) : null;
+      deltas[metric] = typeof a === 'number' && typeof b === 'number' ? a - b : null;
+    }
+    return { group, baseline, deltas };
+  });
+}
+
+export function baselineTable(rows: BaselineDelta[], evalNames: string[]): Table {
+  const metrics = [...DELTA_METRICS, ...evalNames];
+  return {
+    headers: ['arm group', 'baseline', ...metrics.map((m) => `Δ ${m}`)],
+    numeric: [false, false, ...metrics.map(() => true)],
+    rows: rows.map((r) => [r.group.label, r.baseline?.label ?? 'none at this lr', ...metrics.map((m) => formatDelta(r.deltas[m]))]),
+  };
+}
+
+function runPeakText(stats: RunStats): string {
+  const p = stats.maxLogitPeak;
+  if (!p) return DASH;
+  const where = p.head === null ? `L${p.layer}` : `L${p.layer} H${p.head}`;
+  return `${p.value.toFixed(1)} (${where} @ ${formatTokens(p.tokens)})`;
+}
+
+/** Every run, whatever its status: nothing is dropped from a comparison. */
+export function runTable(groups: ArmGroup[]): Table {
+  const rows: string[][] = [];
+  for (const g of groups) {
+    for (const r of g.runs) {
+      rows.push([
+        r.run.id,
+        g.label,
+        r.seed === null ? DASH : String(r.seed),
+        r.status + (r.run.summary.diverged_at_step !== null ? ` at step ${r.run.summary.diverged_at_step}` : ''),
+        formatTokens(r.tokens),
+        formatNumber(r.finalTrainLoss),
+        formatNumber(r.finalValLoss),
+        formatNumber(r.bestValLoss),
+        formatNumber(r.valLossMatched),
+        runPeakText(r),
+        String(r.headsClippedTotal),
+        r.run.evalResults ? `${Object.keys(r.run.evalResults.tasks).length} task(s)` : 'no eval',
+      ]);
+    }
+  }
+  return {
+    headers: ['run', 'arm group', 'seed', 'status', 'tokens', 'final train loss', 'final val loss', 'best val loss', 'val loss @ matched', 'max logit peak', 'heads clipped', 'eval'],
+    numeric: [false, false, true, false, true, true, true, true, true, true, true, false],
+    rows,
+  };
+}
+
+export function gateTable(gates: GateResult[]): Table {
+  return {
+    headers: ['gate', 'result', 'values'],
+    rows: gates.map((g) => [g.expression, g.passed ? 'pass' : 'FAIL', g.message.slice(g.expression.length + 2)]),
+  };
+}
+
+export function diffTable(rows: { key: string; values: string[] }[], columnNames: string[]): Table {
+  return { headers: ['key', ...columnNames], rows: rows.map((r) => [r.key, ...r.values]) };
+}
+
+function escapeMarkdownCell(text: string): string {
+  return text.replace(/\|/g, '\\|').replace(/\n/g, ' ');
+}
+
+export function markdownTable(table: Table): string {
+  const align = table.headers.map((_, i) => (table.numeric?.[i] ? '---:' : '---'));
+  const line = (cells: string[]): string => `| ${cells.map(escapeMarkdownCell).join(' | ')} |`;
+  return [line(table.headers), `| ${align.join(' | ')} |`, ...table.rows.map(line)].join('\n');
+}
+
+/** compare.csv: one row per arm group with raw numbers (empty where unknown), for spreadsheets and scripts. */
+export function groupCsv(groups: ArmGroup[], deltas: BaselineDelta[] | null, evalNames: string[], matchedTokens: number | null): string {
+  const aggColumns = (prefix: string, agg: Aggregate): Record<string, number | string> => ({
+    [`${prefix}_mean`]: agg.mean ?? '',
+    [`${prefix}_std`]: agg.std ?? '',
+    [`${prefix}_n`]: agg.count,
+  });
+  const records = groups.map((g) => {
+    const record: Record<string, number | string> = {
+      group: g.label,
+      variant: g.variant,
+      lr: formatLr(g.lr),
+      runs: g.runs.length,
+      statuses: formatStatuses(g),
+      partial: g.partial ? 'yes' : 'no',
+      ...aggColumns('tokens', g.tokens),
+      ...aggColumns('final_train_loss', g.finalTrainLoss),
+      ...aggColumns('final_val_loss', g.finalValLoss),
+      ...aggColumns('best_val_loss', g.bestValLoss),
+      matched_tokens: matchedTokens ?? '',
+      ...aggColumns('val_loss_matched', g.valLossMatched),
+      max_logit_peak: g.maxLogitPeak?.value ?? '',
+      ...aggColumns('heads_clipped_per_run', g.headsClipped),
+    };
+    for (const name of evalNames) {
+      const agg = g.eval[name];
+      record[`${name}_mean`] = agg?.mean ?? '';
+      record[`${name}_std`] = agg?.std ?? '';
+      record[`${name}_stderr`] = agg?.stderr ?? '';
+      record[`${name}_n`] = agg?.count ?? 0;
+    }
+    const delta = deltas?.find((d) => d.group === g);
+    if (deltas) {
+      record.baseline = delta?.baseline?.label ?? '';
+      for (const [metric, value] of Object.entries(delta?.deltas ?? {})) record[`delta_${metric}`] = value ?? '';
+    }
+    return record;
+  });
+  const columns = [...new Set(records.flatMap((r) => Object.keys(r)))];
+  return stringify(records, { header: true, columns });
+}

@@ -1,0 +1,135 @@
+/**
+ * Experiments: a config whose `experiment` lists variants, seeds or learning rates trains one arm per combination,
+ * each into `<out>/<experiment>/<arm>/`, sharing everything else (the same data.seed gives every arm the same
+ * batches). Arms run in this process one after another, or in `jobs` child processes.
+ */
+import { spawn } from 'child_process';
+import * as fs from 'fs';
+import * as path from 'path';
+import type { Config } from '../config/types';
+import { UserError } from '../errors';
+import { silentProgress, type ProgressSink } from './progress';
+import { PACKAGE_ROOT, writeJson, type RunSummary } from './runfolder';
+import { prepareRun, trainRun, type TrainResult } from './run';
+
+export interface Arm {
+  name: string;
+  config: Config;
+}
+
+export function isExperiment(cfg: Config): boolean {
+  const e = cfg.experiment;
+  return e.variants.length + e.seeds.length + e.lrs.length > 0;
+}
+
+/** The cross product of the experiment lists, named by what varies (`qk-norm`, `qk-norm-lr0.003-s1`, ...). */
+export function expandArms(cfg: Config): Arm[] {
+  const e = cfg.experiment;
+  const variants = e.variants.length ? e.variants : [cfg.model.variant];
+  const seeds = e.seeds.length ? e.seeds : [cfg.seed];
+  const lrs = e.lrs.length ? e.lrs : [cfg.train.lr];
+  const arms: Arm[] = [];
+  for (const variant of variants) {
+    for (const lr of lrs) {
+      for (const seed of seeds) {
+        const parts: string[] = [variant];
+        if (lrs.length > 1) parts.push(`lr${lr}`);
+        if (seeds.length > 1) parts.push(`s${seed}`);
+        const config: Config = JSON.parse(JSON.stringify(cfg));
+        config.model.variant = variant;
+        config.seed = seed;
+        config.train.lr = lr;
+        config.experiment = { variants: [], seeds: [], lrs: [] };
+        arms.push({ name: parts.join('-'), config });
+      }
+    }
+  }
+  if (new Set(arms.map((a) => a.name)).size !== arms.length) throw new UserError('experiment: the lists repeat a value, which would give two arms one folder');
+  return arms;
+}
+
+export interface ExperimentOptions {
+  config: Config;
+  /** The experiment's folder: arms go into `<dir>/<arm>/`. */
+  dir: string;
+  resume: boolean;
+  force: boolean;
+  jobs: number;
+  progress?: ProgressSink;
+  /** How to start one arm in a child process (the CLI passes its own argv); required when jobs > 1. */
+  childArgs?: (arm: Arm) => string[];
+}
+
+export interface ExperimentResult {
+  dir: string;
+  arms: { name: string; dir: string; status: RunSummary['status'] | 'failed'; exitCode: number; summary?: RunSummary; error?: string }[];
+}
+
+export async function runExperiment(opts: ExperimentOptions): Promise<ExperimentResult> {
+  const arms = expandArms(opts.config);
+  // Bad input fails here, before any folder exists: data, vocabulary, budget (the arms share all of it but variant,
+  // seed and lr, so the first arm stands for all).
+  prepareRun(arms[0].config).data.close();
+  if (fs.existsSync(opts.dir) && !opts.resume && !opts.force && fs.readdirSync(opts.dir).length > 0) {
+    throw new UserError(`${opts.dir}: experiment folder exists; pass --resume to continue it or --force to start over`);
+  }
+  if (opts.force && !opts.resume) fs.rmSync(opts.dir, { recursive: true, force: true });
+  try {
+    fs.mkdirSync(opts.dir, { recursive: true });
+  } catch (e) {
+    throw new UserError(`${opts.dir}: experiment folder is not writable (${(e as NodeJS.ErrnoException).code})`);
+  }
+  writeJson(path.join(opts.dir, 'experiment.json'), {
+    name: opts.config.name,
+    arms: arms.map((a) => ({ name: a.name, dir: a.name, variant: a.config.model.variant, seed: a.config.seed, lr: a.config.train.lr })),
+  });
+  const results: ExperimentResult['arms'] = new Array(arms.length);
+  const runOne = async (i: number): Promise<void> => {
+    const arm = arms[i];
+    const dir = path.join(opts.dir, arm.name);
+    try {
+      if (opts.jobs > 1) {
+        const code = await spawnArm(opts.childArgs!(arm), opts.progress ?? silentProgress, arm.name);
+        const summaryFile = path.join(dir, 'summary.json');
+        const summary = fs.existsSync(summaryFile) ? (JSON.parse(fs.readFileSync(summaryFile, 'utf8')) as RunSummary) : undefined;
+        results[i] = { name: arm.name, dir, status: summary && code !== 1 && code !== 2 ? summary.status : 'failed', exitCode: code, summary };
+      } else {
+        const r: TrainResult = await trainRun({
+          config: arm.config,
+          runDir: dir,
+          resume: opts.resume && fs.existsSync(dir),
+          force: opts.force,
+          arm: arm.name,
+          experiment: opts.config.name,
+          progress: opts.progress,
+        });
+        results[i] = { name: arm.name, dir, status: r.summary.status, exitCode: r.exitCode, summary: r.summary };
+      }
+    } catch (e) {
+      // One failing arm does not stop the others; the experiment reports it.
+      results[i] = { name: arm.name, dir, status: 'failed', exitCode: (e as UserError).exitCode ?? 1, error: (e as Error).message.split('\n')[0] };
+    }
+  };
+  const jobs = Math.max(1, Math.min(opts.jobs, arms.length));
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: jobs }, async () => {
+      while (next < arms.length) await runOne(next++);
+    }),
+  );
+  return { dir: opts.dir, arms: results };
+}
+
+function spawnArm(args: string[], progress: ProgressSink, label: string): Promise<number> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [path.join(PACKAGE_ROOT, 'bin', 'run.js'), ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let tail = '';
+    child.stderr.on('data', (d: Buffer) => {
+      const text = d.toString();
+      tail = (tail + text).slice(-2000);
+      for (const line of text.split('\n')) if (line.trim()) progress.note(line.startsWith(label) ? line : `${label}: ${line}`);
+    });
+    child.on('close', (code) => resolve(code ?? 1));
+    child.on('error', () => resolve(1));
+  });
+}

@@ -1,0 +1,179 @@
+/**
+ * One training step and one validation pass, with no I/O: the run orchestrator (run.ts) decides what to log,
+ * checkpoint and print. Everything here is deterministic given the parameters, optimizer state and step number.
+ */
+import * as tf from '@tensorflow/tfjs';
+import type { Config } from '../config/types';
+import { batchHash, batchStarts, makeBatch, type TokenStore } from '../data/batches';
+import { RopeTables } from '../model/layers';
+import { initParams } from '../model/params';
+import { type ModelSpec } from '../model/spec';
+import { forward } from '../model/transformer';
+import { clipByGlobalNorm } from '../optim/gradients';
+import { Optimizer } from '../optim/optimizer';
+import { applyQkClip, planQkClip } from '../optim/qkclip';
+import { learningRate } from '../optim/schedule';
+
+export interface StepMetrics {
+  step: number; // 1-based: the number of optimizer steps taken after this one
+  tokens: number;
+  lr: number;
+  train_loss: number;
+  grad_norm: number;
+  /** Per layer, per head: the step's maximum attention logit (max over micro-batches), before any clip. */
+  max_logit_heads: number[][];
+  heads_clipped: number;
+  batch_hash: string;
+}
+
+/** Cross-entropy (nats per token) plus the optional z-loss that keeps the softmax normaliser near 1 (PaLM). */
+export function lossFromLogits(logits: tf.Tensor3D, targets: tf.Tensor2D, zLoss: number): { loss: tf.Scalar; ce: tf.Scalar } {
+  const V = logits.shape[2];
+  const flat = logits.reshape([-1, V]) as tf.Tensor2D; // [N, V]
+  const lse = tf.logSumExp(flat, -1); // [N]
+  // A one-hot product rather than a batched gather: the gather's gradient is a segment sum over N*V segments,
+  // which the cpu backend computes in O((N*V)^2).
+  const picked = tf.sum(tf.mul(flat, tf.oneHot(targets.reshape([-1]) as tf.Tensor1D, V)), -1); // [N] logit of the target
+  const ce = tf.mean(tf.sub(lse, picked)) as tf.Scalar;
+  const loss = zLoss > 0 ? (tf.add(ce, tf.mul(zLoss, tf.mean(tf.square(lse)))) as tf.Scalar) : ce;
+  return { loss, ce };
+}
+
+export interface StepPlan {
+  totalSteps: number;
+  warmupSteps: number;
+  tokensPerStep: number;
+}
+
+/** Token budget -> steps. Throws a plain Error; the caller turns it into a config error naming the keys. */
+export function planSteps(cfg: Config): StepPlan {
+  const tokensPerStep = cfg.train.batch_size * cfg.train.grad_accum * cfg.data.seq_len;
+  const totalSteps = Math.floor(cfg.train.tokens / tokensPerStep);
+  return { totalSteps, tokensPerStep, warmupSteps: Math.min(totalSteps, Math.round(cfg.train.warmup_tokens / tokensPerStep)) };
+}
+
+export class Trainer {
+  readonly params: Record<string, tf.Variable>;
+  readonly optimizer: Optimizer;
+  readonly rope: RopeTables;
+  readonly plan: StepPlan;
+
+  constructor(readonly cfg: Config, readonly spec: ModelSpec, readonly train: TokenStore) {
+    this.params = initParams(spec, cfg.seed);
+    this.optimizer = new Optimizer(new Map(Object.entries(this.params)), cfg.train);
+    this.rope = new RopeTables(spec.dr, spec.maxSeqLen, spec.ropeTheta);
+    this.plan = planSteps(cfg);
+  }
+
+  /** Optimizer steps completed so far (restored with the optimizer state on resume). */
+  get step(): number {
+    return this.optimizer.steps;
+  }
+
+  /**
+   * One optimizer step over `grad_accum` micro-batches: mean gradient, global-norm clip, update, then QK-clip for
+   * the qk-clip variant. Reads back a handful of scalars (loss, norm, per-head maxima), nothing per parameter.
+   */
+  runStep(): StepMetrics {
+    const { cfg, spec } = this;
+    const t = cfg.train;
+    const T = cfg.data.seq_len;
+    const step = this.step;
+    const lr = learningRate(step, this.plan.totalSteps, this.plan.warmupSteps, t);
+    const allStarts: number[] = [];
+    const names = Object.keys(this.params);
+    let gradSum: tf.Tensor[] | undefined;
+    let lossSum = 0;
+    let maxHeads: tf.Tensor2D | undefined;
+
+    for (let micro = 0; micro < t.grad_accum; micro++) {
+      const starts = batchStarts(cfg.data.seed, step, micro, t.batch_size, T, this.train.length, t.grad_accum);
+      allStarts.push(...starts);
+      const batch = makeBatch(this.train, starts, T);
+      const { value, grads, maxLogits } = tf.tidy(() => {
+        const inputs = tf.tensor2d(batch.inputs, [t.batch_size, T], 'int32');
+        const targets = tf.tensor2d(batch.targets, [t.batch_size, T], 'int32');
+        let ml: tf.Tensor2D | undefined;
+        const f = () => {
+          const out = forward(this.params, spec, this.rope, inputs, true);
+          ml = tf.keep(out.maxLogits!);
+          return lossFromLogits(out.logits, targets, t.z_loss).loss;
+        };
+        const r = tf.variableGrads(f, names.map((n) => this.params[n]));
+        // variableGrads keys its result by the variables' own (unique, generated) names.
+        return { value: r.value, grads: names.map((n) => r.grads[this.params[n].name]), maxLogits: ml! };
+      });
+      lossSum += (value.dataSync() as Float32Array)[0];
+      value.dispose();
+      if (!gradSum) gradSum = grads;
+      else {
+        const summed = gradSum.map((g, i) => tf.add(g, grads[i]));
+        tf.dispose([...gradSum, ...grads]);
+        gradSum = summed;
+      }
+      if (!maxHeads) maxHeads = maxLogits;
+      else {
+        const m = tf.maximum(maxHeads, maxLogits) as tf.Tensor2D;
+        tf.dispose([maxHeads, maxLogits]);
+        maxHeads = m;
+      }
+    }
+
+    const { norm, clipped } = tf.tidy(() => {
+      const mean = gradSum!.map((g) => tf.div(g, t.grad_accum));
+      const c = clipByGlobalNorm(mean, t.grad_clip);
+      return { norm: c.norm, clipped: c.grads };
+    });
+    tf.dispose(gradSum!);
+    const gradNorm = (norm.dataSync() as Float32Array)[0];
+    norm.dispose();
+    const heads = maxHeads!.arraySync();
+    maxHeads!.dispose();
+    const trainLoss = lossSum / t.grad_accum;
+
+    let headsClipped = 0;
+    // A non-finite step must not touch the weights: the run stops on it and keeps the last good state.
+    if (Number.isFinite(trainLoss) && Number.isFinite(gradNorm)) {
+      this.optimizer.step(new Map(names.map((n, i) => [n, clipped[i]])), lr);
+      if (spec.variant === 'qk-clip') headsClipped = applyQkClip(this.params, spec, planQkClip(spec, heads, t.qk_clip));
+    }
+    tf.dispose(clipped);
+    return {
+      step: step + 1,
+      tokens: (step + 1) * this.plan.tokensPerStep,
+      lr,
+      train_loss: trainLoss,
+      grad_norm: gradNorm,
+      max_logit_heads: heads,
+      heads_clipped: headsClipped,
+      batch_hash: batchHash(allStarts),
+    };
+  }
+
+  /** Mean cross-entropy over fixed windows, in batches of `batch_size`. */
+  evaluate(store: TokenStore, starts: number[]): number {
+    const T = this.cfg.data.seq_len;
+    const B = this.cfg.train.batch_size;
+    let total = 0;
+    let count = 0;
+    for (let i = 0; i < starts.length; i += B) {
+      const chunk = starts.slice(i, i + B);
+      const batch = makeBatch(store, chunk, T);
+      const ce = tf.tidy(() => {
+        const inputs = tf.tensor2d(batch.inputs, [chunk.length, T], 'int32');
+        const targets = tf.tensor2d(batch.targets, [chunk.length, T], 'int32');
+        return lossFromLogits(forward(this.params, this.spec, this.rope, inputs).logits, targets, 0).ce;
+      });
+      total += (ce.dataSync() as Float32Array)[0] * chunk.length;
+      count += chunk.length;
+      ce.dispose();
+    }
+    return count ? total / count : NaN;
+  }
+
+  dispose(): void {
+    for (const v of Object.values(this.params)) v.dispose();
+    this.optimizer.dispose();
+    this.rope.dispose();
+  }
+}

@@ -1,0 +1,193 @@
+import { UserError } from '../../src/errors';
+import { gpt2Tokenizer } from '../../src/data/tokenizer';
+import {
+  bitsPerByte,
+  loglikelihood,
+  loglikelihoodRolling,
+  moveTrailingWhitespace,
+  perplexity,
+  rollingWindows,
+  splitContextContinuation,
+  wordPerplexity,
+} from '../../src/eval/loglikelihood';
+import { bigramModel, characterPieces, contextLengthModel, pieceOf, pieceTokenizer } from './helpers';
+
+// Characters plus BPE-like merges; "o w" spans the join of "hello" + " world", " yes" carries its space.
+const PIECES = [...characterPieces('hello world Answer: yes no xyz'), 'he', 'll', 'o w', 'or', 'ld', ' yes', ' no'];
+const tokenizer = pieceTokenizer(PIECES);
+const pieces = (ids: number[]) => ids.map((id) => pieceOf(tokenizer, id));
+
+describe('moveTrailingWhitespace', () => {
+  it('moves every trailing whitespace character to the front of the continuation', () => {
+    expect(moveTrailingWhitespace('Answer: \n ', 'yes')).toEqual({ context: 'Answer:', continuation: ' \n yes' });
+    expect(moveTrailingWhitespace('Answer:', ' yes')).toEqual({ context: 'Answer:', continuation: ' yes' });
+  });
+});
+
+describe('splitContextContinuation', () => {
+  it('splits at the context token count when the context tokens are a prefix', () => {
+    const split = splitContextContinuation(tokenizer, 'Answer:', ' yes');
+    expect(pieces(split.contextTokens)).toEqual(['A', 'n', 's', 'w', 'e', 'r', ':']);
+    expect(pieces(split.continuationTokens)).toEqual([' yes']);
+    expect(split.diverged).toBe(false);
+  });
+
+  it('scores a token that spans the join as continuation', () => {
+    // Alone, "hello" is he|ll|o; together, "hello world" is he|ll|o w|or|ld: the lists differ from index 2.
+    expect(pieces(tokenizer.encode('hello'))).toEqual(['he', 'll', 'o']);
+    const split = splitContextContinuation(tokenizer, 'hello', ' world');
+    expect(pieces(split.contextTokens)).toEqual(['he', 'll']);
+    expect(pieces(split.continuationTokens)).toEqual(['o w', 'or', 'ld']);
+    expect(split.diverged).toBe(true);
+  });
+
+  it('splits a real GPT-2 encoding the same way', () => {
+    const gpt2 = gpt2Tokenizer();
+    const plain = splitContextContinuation(gpt2, 'The cat sat on the', ' mat');
+    expect(gpt2.decode(plain.contextTokens)).toBe('The cat sat on the');
+    expect(plain.continuationTokens).toEqual(gpt2.encode(' mat'));
+    expect(plain.diverged).toBe(false);
+    // "hello wor" + "ld": alone the context ends in the token " wor"; joined, " world" is one token.
+    const spanning = splitContextContinuation(gpt2, 'hello wor', 'ld');
+    expect(gpt2.encode('hello wor').length).toBe(2);
+    expect(spanning.diverged).toBe(true);
+    expect(gpt2.decode(spanning.contextTokens)).toBe('hello');
+    expect(spanning.continuationTokens).toEqual(gpt2.encode(' world'));
+    expect(spanning.continuationTokens.length).toBe(1);
+  });
+});
+
+// p(next | prev): 0.5 for the piece after prev in PIECES order (cyclic), the rest spread evenly.
+const successorProb = (prev: string, next: string): number => {
+  const at = prev === '<eos>' ? -1 : PIECES.indexOf(prev);
+  return PIECES[(at + 1) % PIECES.length] === next ? 0.5 : 0.5 / (PIECES.length - 1);
+};
+const HIGH = Math.log(0.5);
+const LOW = Math.log(0.5 / (PIECES.length - 1));
+
+describe('loglikelihood', () => {
+  it('sums the continuation tokens, moving the space and scoring a spanning token', async () => {
+    const model = bigramModel(tokenizer, successorProb);
+    const [yes, world] = await loglikelihood(model, [
+      { context: 'Answer: ', continuation: 'yes' },
+      { context: 'hello', continuation: ' world' },
+    ]);
+    // " yes" after ":": the successor of ":" in PIECES is not " yes", so one low-probability token.
+    expect(PIECES[PIECES.indexOf(':') + 1]).not.toBe(' yes');
+    expect(yes.logprob).toBeCloseTo(LOW, 12);
+    expect(yes).toMatchObject({ nTokens: 1, isGreedy: false, nChars: 4, nBytes: 4 });
+    // "o w" after "ll", "or" after "o w", "ld" after "or": each the successor in PIECES, so high and greedy.
+    expect(PIECES.slice(PIECES.indexOf('ll'))).toEqual(['ll', 'o w', 'or', 'ld', ' yes', ' no']);
+    expect(world.logprob).toBeCloseTo(3 * HIGH, 12);
+    expect(world).toMatchObject({ nTokens: 3, isGreedy: true });
+    expect(pieces(model.batches.flat()[1])).toEqual(['he', 'll', 'o w', 'or', 'ld']);
+  });
+
+  it('is greedy only when every continuation token is the argmax', async () => {
+    const model = bigramModel(tokenizer, successorProb);
+    const [result, withX] = await loglikelihood(model, [
+      { context: 'o w', continuation: 'orld' },
+      { context: 'hello', continuation: ' worldx' },
+    ]);
+    expect(result).toMatchObject({ nTokens: 2, isGreedy: true });
+    expect(result.logprob).toBeCloseTo(2 * HIGH, 12);
+    // "x" after "ld" is not its successor (" yes" is): the first three tokens are greedy, the last is not.
+    expect(withX).toMatchObject({ nTokens: 4, isGreedy: false });
+    expect(withX.logprob).toBeCloseTo(3 * HIGH + LOW, 12);
+  });
+
+  it('conditions on eos when the context is empty', async () => {
+    const model = bigramModel(tokenizer, successorProb);
+    const [result] = await loglikelihood(model, [{ context: '', continuation: ' yes' }]);
+    expect(pieces(model.batches[0][0])).toEqual(['<eos>', ' yes']);
+    expect(result.logprob).toBeCloseTo(LOW, 12);
+  });
+
+  it('left-truncates the context and keeps the whole continuation', async () => {
+    const model = bigramModel(tokenizer, successorProb, 5);
+    const [result] = await loglikelihood(model, [{ context: 'xyzxyzxyz', continuation: ' no' }]);
+    expect(pieces(model.batches[0][0])).toEqual(['z', 'x', 'y', 'z', ' no']);
+    expect(result.logprob).toBeCloseTo(LOW, 12);
+    await expect(loglikelihood(model, [{ context: 'x', continuation: 'xyzxy' }])).rejects.toThrow(/does not fit in max_seq_len 5/);
+  });
+
+  it('rejects an empty continuation, naming the item', async () => {
+    const model = bigramModel(tokenizer, successorProb);
+    const requests = [
+      { context: 'x', continuation: 'y' },
+      { context: 'x', continuation: '', id: 'boolq item 7 choice 1' },
+    ];
+    await expect(loglikelihood(model, requests)).rejects.toThrow(UserError);
+    await expect(loglikelihood(model, requests)).rejects.toThrow(/^boolq item 7 choice 1: empty continuation/);
+    await expect(loglikelihood(model, [{ context: 'x', continuation: '' }])).rejects.toThrow(/^request 0: empty/);
+    expect(model.batches).toHaveLength(0);
+  });
+
+  it('batches by length, longest first, and returns results in request order', async () => {
+    const texts = ['x', 'xyzxyz', 'xy', 'xyzx', 'xyz'];
+    const requests = texts.map((continuation) => ({ context: 'z', continuation }));
+    const batched = bigramModel(tokenizer, successorProb);
+    const one = bigramModel(tokenizer, successorProb);
+    const resultsBatched = await loglikelihood(batched, requests, { batchSize: 2 });
+    const resultsSingle = await loglikelihood(one, requests, { batchSize: 1 });
+    expect(batched.batches.map((b) => b.map((s) => s.length))).toEqual([[7, 5], [4, 3], [2]]);
+    expect(resultsBatched).toEqual(resultsSingle);
+    texts.forEach((text, i) => {
+      const seq = ['z', ...text];
+      let expected = 0;
+      for (let k = 1; k < seq.length; k++) expected += Math.log(successorProb(seq[k - 1], seq[k]));
+      expect(resultsBatched[i].logprob).toBeCloseTo(expected, 12);
+      expect(resultsBatched[i].nTokens).toBe(text.length);
+    });
+    await expect(loglikelihood(one, requests, { batchSize: 0 })).rejects.toThrow(/eval.batch_size/);
+  });
+
+  it('counts characters and UTF-8 bytes of the continuation as scored', async () => {
+    const accented = pieceTokenizer(characterPieces('caféx '));
+    const model = bigramModel(accented, () => 0.1);
+    const [result] = await loglikelihood(model, [{ context: 'x ', continuation: 'café' }]);
+    expect(result).toMatchObject({ nChars: 5, nBytes: 6, nTokens: 5 });
+  });
+});
+
+describe('rolling loglikelihood', () => {
+  it('scores every token exactly once', () => {
+    for (const [nTokens, maxSeqLen, stride] of [[10, 4, 2], [10, 4, 3], [3, 8, 5], [17, 5, 1], [1, 2, 1]]) {
+      const counts = new Array(nTokens + 1).fill(0);
+      for (const w of rollingWindows(nTokens, maxSeqLen, stride)) {
+        expect(w.end - w.start).toBeLessThanOrEqual(maxSeqLen);
+        expect(w.scoreFrom).toBeGreaterThan(w.start);
+        for (let t = w.scoreFrom; t < w.end; t++) counts[t] += 1;
+      }
+      expect(counts).toEqual([0, ...new Array(nTokens).fill(1)]);
+    }
+    expect(() => rollingWindows(5, 4, 4)).toThrow(/stride/);
+  });
+
+  it('gives each token as much context as its window allows', async () => {
+    // 10 tokens, windows of 4, stride 2: contexts 1,2,3 in the first window, then 2,3 per window, the last
+    // window (one new token) 3. The fake scores a token by minus its context length.
+    const model = contextLengthModel(tokenizer, 4);
+    const result = await loglikelihoodRolling(model, 'xyzxyzxyzx', { stride: 2 });
+    expect(result).toEqual({ logprob: -(1 + 2 + 3 + 2 + 3 + 2 + 3 + 2 + 3 + 3), nTokens: 10 });
+  });
+
+  it('equals the sum of per-token scores of a bigram model, the first token after eos', async () => {
+    const text = 'hello world xyz no';
+    const ids = [tokenizer.eos, ...tokenizer.encode(text)];
+    let expected = 0;
+    for (let t = 1; t < ids.length; t++) expected += Math.log(successorProb(pieceOf(tokenizer, ids[t - 1]), pieceOf(tokenizer, ids[t])));
+    for (const stride of [1, 2, 5]) {
+      const model = bigramModel(tokenizer, successorProb, 6);
+      const result = await loglikelihoodRolling(model, text, { stride, batchSize: 3 });
+      expect(result.nTokens).toBe(ids.length - 1);
+      expect(result.logprob).toBeCloseTo(expected, 10);
+    }
+  });
+
+  it('perplexity helpers', () => {
+    expect(perplexity(-2 * Math.log(4), 2)).toBeCloseTo(4, 12);
+    expect(bitsPerByte(-3 * Math.LN2, 3)).toBeCloseTo(1, 12);
+    expect(wordPerplexity(-6, 3)).toBeCloseTo(Math.exp(2), 12);
+  });
+});
