@@ -7,7 +7,7 @@
  * All functions expect to run inside the caller's tf.tidy.
  */
 import * as tf from '@tensorflow/tfjs';
-import { causalMask, linear, rmsNorm, RopeTables } from './layers';
+import { causalMask, linear, matmul, rmsNorm, RopeTables } from './layers';
 import type { Params } from './params';
 import type { ModelSpec } from './spec';
 import { attentionScale } from './spec';
@@ -33,8 +33,11 @@ export function projectQueries(x: tf.Tensor, P: Params, pre: string, s: ModelSpe
 
 /** [a ; kp] = W_DKV x, c = RMSNorm_kv(a). Returns c [B, n, dc] and the un-rotated shared key kp [B, n, dr]. */
 export function projectLatent(x: tf.Tensor, P: Params, pre: string, s: ModelSpec): { c: tf.Tensor3D; kp: tf.Tensor3D } {
-  const akp = linear(x, P[`${pre}kv_a_proj_with_mqa.weight`]); // [B, n, dc+dr]
-  const [a, kp] = tf.split(akp, [s.dc, s.dr], -1);
+  // Two products over row slices of W_DKV rather than one product and a split of the activations: the weight is
+  // small, and its row slices are contiguous.
+  const w = P[`${pre}kv_a_proj_with_mqa.weight`]; // [dc+dr, d]
+  const a = linear(x, w.slice([0, 0], [s.dc, -1])); // [B, n, dc]
+  const kp = linear(x, w.slice([s.dc, 0], [s.dr, -1])); // [B, n, dr]
   return { c: rmsNorm(a, P[`${pre}kv_a_layernorm.weight`], s.normEps) as tf.Tensor3D, kp: kp as tf.Tensor3D };
 }
 
@@ -45,17 +48,14 @@ export function upProjections(P: Params, pre: string, s: ModelSpec): { wUK: tf.T
   return { wUK: wUK as tf.Tensor3D, wUV: wUV as tf.Tensor3D };
 }
 
-/** Per-head content keys kn_h = W_UK^h c. Returns [B, H, S, dn]. */
-function contentKeys(c: tf.Tensor3D, wUK: tf.Tensor3D): tf.Tensor4D {
-  const [B, S, dc] = c.shape;
-  const H = wUK.shape[0];
-  const k = tf.matMul(tf.broadcastTo(c.reshape([1, B * S, dc]), [H, B * S, dc]), wUK, false, true); // [H, B*S, dn]
-  return k.reshape([H, B, S, -1]).transpose([1, 0, 2, 3]) as tf.Tensor4D;
-}
-
-/** Per-head values v_h = W_UV^h c. Returns [B, H, S, dv]. */
-function values(c: tf.Tensor3D, wUV: tf.Tensor3D): tf.Tensor4D {
-  return contentKeys(c, wUV);
+/** Per-head content keys and values [kn_h ; v_h] = W_UKV^h c, in one product. Returns [B, H, S, dn] and [B, H, S, dv]. */
+function expandLatent(c: tf.Tensor3D, P: Params, pre: string, s: ModelSpec): { kn: tf.Tensor4D; v: tf.Tensor4D } {
+  const [B, S] = c.shape;
+  const { wUK, wUV } = upProjections(P, pre, s);
+  // Split the (small) weight per head rather than the (large) activations.
+  const kn = linear(c, wUK.reshape([s.H * s.dn, s.dc])).reshape([B, S, s.H, s.dn]).transpose([0, 2, 1, 3]); // [B, H, S, dn]
+  const v = linear(c, wUV.reshape([s.H * s.dv, s.dc])).reshape([B, S, s.H, s.dv]).transpose([0, 2, 1, 3]); // [B, H, S, dv]
+  return { kn: kn as tf.Tensor4D, v: v as tf.Tensor4D };
 }
 
 /** Repeat the single shared positional key for every head: [B, S, dr] -> [B, H, S, dr]. */
@@ -93,18 +93,28 @@ function explicitQkNorm(q: tf.Tensor4D, k: tf.Tensor4D, P: Params, pre: string, 
   const gq = P[`${pre}q_norm.weight`];
   const gk = P[`${pre}k_norm.weight`];
   if (s.scope === 'full') return { q: normalizeGroups(q, gq, s), k: normalizeGroups(k, gk, s) };
-  const [qn, qp] = tf.split(q, [s.dn, s.dr], -1) as tf.Tensor4D[];
-  const [kn, kp] = tf.split(k, [s.dn, s.dr], -1) as tf.Tensor4D[];
-  return {
-    q: tf.concat([normalizeGroups(qn, gq, s), qp], -1) as tf.Tensor4D,
-    k: tf.concat([normalizeGroups(kn, gk, s), kp], -1) as tf.Tensor4D,
-  };
+  return { q: normalizeContentOnly(q, gq, s), k: normalizeContentOnly(k, gk, s) };
+}
+
+/**
+ * Scope `nope` on rows [content (dn) ; positional (dr)]: the statistic over the content slice only, the weight and
+ * 1/RMS applied to the content slice, the positional slice passed through exactly. Masks instead of a split keep
+ * the activations whole.
+ */
+function normalizeContentOnly(z: tf.Tensor4D, w: tf.Tensor, s: ModelSpec): tf.Tensor4D {
+  const [B, H, n, D] = z.shape;
+  const contentMask = tf.concat([tf.ones([s.dn]), tf.zeros([s.dr])]); // [D]
+  const grouped = tf.mul(z, contentMask).reshape([B, s.G, H / s.G, n, D]);
+  // mean over the group's content features = sum / (heads per group * dn)
+  const inv = tf.rsqrt(tf.add(tf.div(tf.sum(tf.square(grouped), [2, 4]), (H / s.G) * s.dn), s.qkEps)) as tf.Tensor3D; // [B, G, n]
+  const factor = tf.add(tf.mul(groupToHeads(inv, H), contentMask), tf.sub(1, contentMask)); // [B, H, n, D]
+  const weight = tf.concat([w, tf.ones([s.dr])]); // [D]: positional features keep weight 1
+  return tf.mul(tf.mul(z, factor), weight) as tf.Tensor4D;
 }
 
 /** RoPE on the dr slice of [..., n, dn+dr] rows at positions pos..pos+n-1. */
 function rotatePositional(z: tf.Tensor4D, rope: RopeTables, pos: number, s: ModelSpec): tf.Tensor4D {
-  const [content, positional] = tf.split(z, [s.dn, s.dr], -1);
-  return tf.concat([content, rope.apply(positional, pos)], -1) as tf.Tensor4D;
+  return rope.rotateTail(z, pos, s.dn) as tf.Tensor4D;
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -125,16 +135,16 @@ export function attentionTrainingForm(
   const [B, n] = x.shape;
   const q = projectQueries(x, P, pre, s); // [B, H, n, dn+dr]
   const { c, kp } = projectLatent(x, P, pre, s);
-  const { wUK, wUV } = upProjections(P, pre, s);
-  const k = tf.concat([contentKeys(c, wUK), perHead(kp, s.H)], -1) as tf.Tensor4D; // [B, H, n, dn+dr]
+  const { kn, v } = expandLatent(c, P, pre, s);
+  const k = tf.concat([kn, perHead(kp, s.H)], -1) as tf.Tensor4D; // [B, H, n, dn+dr]
   const normed = explicitQkNorm(q, k, P, pre, s);
   const qr = rotatePositional(normed.q, rope, 0, s);
   const kr = rotatePositional(normed.k, rope, 0, s);
 
-  const scores = tf.add(tf.mul(tf.matMul(qr, kr, false, true), attentionScale(s)), causalMask(n, n)); // [B, H, n, n]
+  const scores = tf.add(tf.mul(matmul(qr, kr, false, true), attentionScale(s)), causalMask(n, n)); // [B, H, n, n]
   const maxLogit = trackMaxLogit ? (tf.max(scores, [0, 2, 3]) as tf.Tensor1D) : undefined;
   const probs = tf.softmax(scores, -1);
-  const o = tf.matMul(probs, values(c, wUV)); // [B, H, n, dv]
+  const o = matmul(probs, v); // [B, H, n, dv]
   const merged = o.transpose([0, 2, 1, 3]).reshape([B, n, s.H * s.dv]);
   return { out: linear(merged, P[`${pre}o_proj.weight`]), maxLogit };
 }
@@ -158,22 +168,22 @@ function append<T extends tf.Tensor>(old: T | undefined, add: T, axis: number): 
 export function absorbQuery(qn: tf.Tensor4D, wUK: tf.Tensor3D): tf.Tensor4D {
   const [B, H, n, dn] = qn.shape;
   const qh = qn.transpose([1, 0, 2, 3]).reshape([H, B * n, dn]);
-  return tf.matMul(qh, wUK).reshape([H, B, n, -1]).transpose([1, 0, 2, 3]) as tf.Tensor4D; // [B, H, n, dc]
+  return matmul(qh, wUK).reshape([H, B, n, -1]).transpose([1, 0, 2, 3]) as tf.Tensor4D; // [B, H, n, dc]
 }
 
 /** Scores of n queries per head against S cached rows: a [B, H, n, D] · m [B, S, D] -> [B, H, n, S]. */
 function scoreAgainstShared(a: tf.Tensor4D, m: tf.Tensor3D): tf.Tensor4D {
   const [B, H, n, D] = a.shape;
-  return tf.matMul(a.reshape([B, H * n, D]), m, false, true).reshape([B, H, n, m.shape[1]]) as tf.Tensor4D;
+  return matmul(a.reshape([B, H * n, D]), m, false, true).reshape([B, H, n, m.shape[1]]) as tf.Tensor4D;
 }
 
 /** Softmax, latent-space attention output u_h = sum_j p c(j), then W_UV^h and W_O. scores [B, H, n, S]. */
 function latentValuesOut(scores: tf.Tensor4D, c: tf.Tensor3D, wUV: tf.Tensor3D, P: Params, pre: string, s: ModelSpec): tf.Tensor {
   const [B, H, n, S] = scores.shape;
   const p = tf.softmax(scores, -1);
-  const u = tf.matMul(p.reshape([B, H * n, S]), c).reshape([B, H, n, s.dc]); // [B, H, n, dc]
+  const u = matmul(p.reshape([B, H * n, S]), c).reshape([B, H, n, s.dc]); // [B, H, n, dc]
   const uh = u.transpose([1, 0, 2, 3]).reshape([H, B * n, s.dc]);
-  const o = tf.matMul(uh, wUV, false, true).reshape([H, B, n, s.dv]).transpose([1, 2, 0, 3]); // [B, n, H, dv]
+  const o = matmul(uh, wUV, false, true).reshape([H, B, n, s.dv]).transpose([1, 2, 0, 3]); // [B, n, H, dv]
   return linear(o.reshape([B, n, H * s.dv]), P[`${pre}o_proj.weight`]);
 }
 
@@ -218,7 +228,7 @@ export function attentionDecode(
     const [gqN, gqP] = full ? tf.split(gq, [s.dn, s.dr]) : [gq, undefined];
     const [gkN, gkP] = full ? tf.split(gk, [s.dn, s.dr]) : [gk, undefined];
     // Append: the full keys exist only long enough to give one inverse RMS per group (§4), then are dropped.
-    const knNew = contentKeys(cNew, wUK); // [B, H, n, dn]
+    const knNew = expandLatent(cNew, P, pre, s).kn; // [B, H, n, dn]
     const keysForStat = full ? (tf.concat([knNew, perHead(kp, s.H)], -1) as tf.Tensor4D) : knNew;
     const rk = append(cache.rk, groupInvRms(keysForStat, s.G, s.qkEps), 2); // [B, G, S]
     const kpr = append(cache.kpr, rope.apply(full ? tf.mul(kp, gkP!) : kp, pos) as tf.Tensor3D, 1); // [B, S, dr]
@@ -238,9 +248,9 @@ export function attentionDecode(
   }
 
   // full-key: the explicit QK-norm reference (and a standard per-head key cache for the other variants).
-  const kNew = tf.concat([contentKeys(cNew, wUK), perHead(kp, s.H)], -1) as tf.Tensor4D; // [B, H, n, dn+dr]
+  const kNew = tf.concat([expandLatent(cNew, P, pre, s).kn, perHead(kp, s.H)], -1) as tf.Tensor4D; // [B, H, n, dn+dr]
   const normed = explicitQkNorm(q, kNew, P, pre, s);
   const k = append(cache.k, rotatePositional(normed.k, rope, pos, s), 2); // [B, H, S, dn+dr]
-  const scores = finish(tf.mul(tf.matMul(rotatePositional(normed.q, rope, pos, s), k, false, true), scale) as tf.Tensor4D);
+  const scores = finish(tf.mul(matmul(rotatePositional(normed.q, rope, pos, s), k, false, true), scale) as tf.Tensor4D);
   return { out: latentValuesOut(scores, c, wUV, P, pre, s), cache: { c, k } };
 }

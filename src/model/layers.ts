@@ -1,10 +1,56 @@
 import * as tf from '@tensorflow/tfjs';
 
+/** Swap the last two axes. */
+function transposeLast2(t: tf.Tensor): tf.Tensor {
+  const r = t.rank;
+  return tf.transpose(t, [...Array.from({ length: r - 2 }, (_, i) => i), r - 1, r - 2]);
+}
+
+/**
+ * A matmul whose forward and backward passes only use untransposed products. The wasm backend sends untransposed
+ * products to XNNPACK (about 10 GFLOP/s here) but any transposeA/transposeB flag to a naive loop (under 1 GFLOP/s),
+ * and matMul's own gradient always uses the flags. An explicit transpose is one cheap pass over a small operand.
+ */
+const plainMatMul = tf.customGrad(((a: tf.Tensor, b: tf.Tensor, save: tf.GradSaveFunc) => {
+  save([a, b]);
+  return {
+    value: tf.matMul(a, b),
+    gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
+      const [sa, sb] = saved;
+      let da = tf.matMul(dy, transposeLast2(sb));
+      let db = tf.matMul(transposeLast2(sa), dy);
+      // Batch dimensions that were broadcast in the forward pass are summed back to the operand's shape.
+      if (da.rank > sa.rank || !tf.util.arraysEqual(da.shape, sa.shape)) da = sumToShape(da, sa.shape);
+      if (db.rank > sb.rank || !tf.util.arraysEqual(db.shape, sb.shape)) db = sumToShape(db, sb.shape);
+      return [da, db];
+    },
+  };
+}) as unknown as Parameters<typeof tf.customGrad>[0]);
+
+function sumToShape(t: tf.Tensor, shape: number[]): tf.Tensor {
+  const axes: number[] = [];
+  const offset = t.rank - shape.length;
+  for (let i = 0; i < t.rank; i++) if (i < offset || (shape[i - offset] === 1 && t.shape[i] !== 1)) axes.push(i);
+  return axes.length ? tf.sum(t, axes).reshape(shape) : t;
+}
+
+/** Backends whose transposed matmul kernels are much slower than an explicit transpose plus a plain product. */
+function prefersExplicitTranspose(): boolean {
+  const b = tf.getBackend();
+  return b === 'wasm' || b === 'cpu';
+}
+
+/** tf.matMul with the transpose flags, routed to the fastest exact form for the active backend. */
+export function matmul(a: tf.Tensor, b: tf.Tensor, transposeA = false, transposeB = false): tf.Tensor {
+  if (!prefersExplicitTranspose()) return tf.matMul(a, b, transposeA, transposeB);
+  return plainMatMul(transposeA ? transposeLast2(a) : a, transposeB ? transposeLast2(b) : b) as tf.Tensor;
+}
+
 /** y = x W^T for a weight in PyTorch `[out, in]` layout. Works on any leading shape. */
 export function linear(x: tf.Tensor, w: tf.Tensor): tf.Tensor {
   const inDim = x.shape[x.shape.length - 1];
   const lead = x.shape.slice(0, -1);
-  const y = tf.matMul(x.reshape([-1, inDim]) as tf.Tensor2D, w as tf.Tensor2D, false, true); // [N, out]
+  const y = matmul(x.reshape([-1, inDim]), w, false, true); // [N, out]
   return y.reshape([...lead, w.shape[0]]);
 }
 
@@ -20,46 +66,79 @@ export function swiglu(x: tf.Tensor, gate: tf.Tensor, up: tf.Tensor, down: tf.Te
 }
 
 /**
- * RoPE tables for adjacent pairs (2i, 2i+1) of the positional slice, frequency theta^(-2i/dr). Computed in float64
- * and rounded once, so long positions do not accumulate float32 error.
+ * RoPE on adjacent pairs (2i, 2i+1) of the positional slice, frequency theta^(-2i/dr):
+ *   rot(x) = x ⊙ cos + swap(x) ⊙ sin,   swap(x)_{2i} = -x_{2i+1},  swap(x)_{2i+1} = x_{2i}
+ * with cos/sin repeated over each pair. `swap` is a product with a fixed signed permutation, which keeps the
+ * whole rotation free of splits and stacks (slow on the CPU backends, and each adds a pass in the backward).
+ * Tables are computed in float64 and rounded once, so long positions do not accumulate float32 error.
  */
 export class RopeTables {
-  readonly cos: tf.Tensor2D; // [maxLen, dr/2]
-  readonly sin: tf.Tensor2D; // [maxLen, dr/2]
+  readonly cos: tf.Tensor2D; // [maxLen, dr], each pair's value repeated
+  readonly sin: tf.Tensor2D; // [maxLen, dr]
+  private readonly widened = new Map<number, { cos: tf.Tensor2D; sin: tf.Tensor2D; swap: tf.Tensor2D }>();
 
-  constructor(readonly dr: number, readonly maxLen: number, theta: number) {
-    const half = dr / 2;
-    const c = new Float32Array(maxLen * half);
-    const s = new Float32Array(maxLen * half);
+  /** `contentWidths`: the content widths rotateTail will see, built up front so no table appears mid-run. */
+  constructor(readonly dr: number, readonly maxLen: number, readonly theta: number, contentWidths: number[] = [0]) {
+    const c = new Float32Array(maxLen * dr);
+    const s = new Float32Array(maxLen * dr);
     for (let t = 0; t < maxLen; t++) {
-      for (let i = 0; i < half; i++) {
+      for (let i = 0; i < dr / 2; i++) {
         const angle = t * Math.pow(theta, (-2 * i) / dr);
-        c[t * half + i] = Math.cos(angle);
-        s[t * half + i] = Math.sin(angle);
+        c[t * dr + 2 * i] = c[t * dr + 2 * i + 1] = Math.cos(angle);
+        s[t * dr + 2 * i] = s[t * dr + 2 * i + 1] = Math.sin(angle);
       }
     }
-    this.cos = tf.keep(tf.tensor2d(c, [maxLen, half]));
-    this.sin = tf.keep(tf.tensor2d(s, [maxLen, half]));
+    this.cos = tf.keep(tf.tensor2d(c, [maxLen, dr]));
+    this.sin = tf.keep(tf.tensor2d(s, [maxLen, dr]));
+    for (const w of contentWidths) this.tables(w);
+  }
+
+  /**
+   * Tables for rows [content (skip) ; positional (dr)]: cos = 1 and sin = 0 on the first `skip` features, so the
+   * rotation leaves them exactly unchanged. Built once per width and kept.
+   */
+  private tables(skip: number): { cos: tf.Tensor2D; sin: tf.Tensor2D; swap: tf.Tensor2D } {
+    let t = this.widened.get(skip);
+    if (!t) {
+      const w = skip + this.dr;
+      const swap = new Float32Array(w * w); // row = input feature, column = output feature
+      for (let i = skip; i < w; i += 2) {
+        swap[(i + 1) * w + i] = -1; // out_{2i} = -x_{2i+1}
+        swap[i * w + i + 1] = 1; // out_{2i+1} = x_{2i}
+      }
+      t = tf.tidy(() => ({
+        cos: tf.keep(tf.concat([tf.ones([this.maxLen, skip]), this.cos], 1) as tf.Tensor2D),
+        sin: tf.keep(tf.concat([tf.zeros([this.maxLen, skip]), this.sin], 1) as tf.Tensor2D),
+        swap: tf.keep(tf.tensor2d(swap, [w, w])),
+      }));
+      this.widened.set(skip, t);
+    }
+    return t;
+  }
+
+  /** Rotate the last `dr` features of x [..., n, skip+dr] whose rows sit at positions start..start+n-1. */
+  rotateTail(x: tf.Tensor, start: number, skip: number): tf.Tensor {
+    const n = x.shape[x.shape.length - 2];
+    const w = x.shape[x.shape.length - 1];
+    if (w !== skip + this.dr) throw new Error(`RoPE: rows of width ${w}, expected ${skip} + ${this.dr}`);
+    if (start + n > this.maxLen) throw new Error(`RoPE: position ${start + n - 1} beyond max_seq_len ${this.maxLen}`);
+    const t = this.tables(skip);
+    const cos = t.cos.slice([start, 0], [n, w]);
+    const sin = t.sin.slice([start, 0], [n, w]);
+    const swapped = matmul(x.reshape([-1, w]), t.swap).reshape(x.shape);
+    return tf.add(tf.mul(x, cos), tf.mul(swapped, sin));
   }
 
   /** Rotate x [..., n, dr] whose rows sit at positions start..start+n-1. */
   apply(x: tf.Tensor, start: number): tf.Tensor {
-    const n = x.shape[x.shape.length - 2];
-    if (start + n > this.maxLen) throw new Error(`RoPE: position ${start + n - 1} beyond max_seq_len ${this.maxLen}`);
-    const half = this.dr / 2;
-    const lead = x.shape.slice(0, -1);
-    const pairs = x.reshape([...lead, half, 2]); // [..., n, dr/2, 2]
-    const [x0, x1] = tf.split(pairs, 2, -1).map((t) => t.reshape([...lead, half])); // [..., n, dr/2] each
-    const cos = this.cos.slice([start, 0], [n, half]);
-    const sin = this.sin.slice([start, 0], [n, half]);
-    const r0 = tf.sub(tf.mul(x0, cos), tf.mul(x1, sin));
-    const r1 = tf.add(tf.mul(x0, sin), tf.mul(x1, cos));
-    return tf.stack([r0, r1], -1).reshape(x.shape); // back to interleaved pairs
+    return this.rotateTail(x, start, 0);
   }
 
   dispose(): void {
     this.cos.dispose();
     this.sin.dispose();
+    for (const t of this.widened.values()) tf.dispose([t.cos, t.sin, t.swap]);
+    this.widened.clear();
   }
 }
 

@@ -88,6 +88,8 @@ export interface CompareResult {
   matchedTokens: number | null;
   groups: GroupResult[];
   runs: RunResult[];
+  /** Experiment arms that have no run folder yet, as `experiment/arm`. */
+  notStarted: string[];
   gates: GateResult[];
   plots: PlotResult[];
 }
@@ -241,7 +243,7 @@ function configDiffMarkdown(runs: LoadedRun[]): string {
 }
 
 export async function compareRuns(options: CompareOptions): Promise<CompareResult> {
-  const { runs, firstIsExperiment } = loadInputs(options.inputs);
+  const { runs, notStarted, firstIsExperiment } = loadInputs(options.inputs);
   const warnings: string[] = [];
   const problems = comparabilityProblems(runs);
   if (problems.length > 0) {
@@ -261,7 +263,7 @@ export async function compareRuns(options: CompareOptions): Promise<CompareResul
   const { html: htmlPlots, results: plotResults } = await writePlots(groups, outDir, warnings, options.plots ?? true);
 
   const deltas = pairing ? baselineDeltas(groups, pairing, evalNames) : null;
-  const summary = summarise(groups);
+  const summary = summarise(groups, notStarted);
   const headlineTable = groupTable(groups, matchedTokens);
   const tables: { title: string; table: Table; note?: string }[] = [{
     title: 'Arm groups',
@@ -312,6 +314,7 @@ export async function compareRuns(options: CompareOptions): Promise<CompareResul
     matchedTokens,
     groups: groups.map((g) => groupResult(g, deltas?.find((d) => d.group === g))),
     runs: runResults(groups),
+    notStarted,
     gates,
     plots: plotResults,
   };

@@ -44,7 +44,7 @@ export interface RunStats {
   /** Validation loss interpolated at the common token budget (see commonValTokens). */
   valLossMatched: number | null;
   maxLogitPeak: MaxLogitPeak | null;
-  /** Sum of heads_clipped over the logged steps. */
+  /** Heads clipped over the whole run: summary.json's total, else the sum over the logged steps. */
   headsClippedTotal: number;
   /** `task.metric` → value and standard error from eval/results.json. */
   eval: Record<string, { value: number; stderr: number | null }>;
@@ -118,7 +118,9 @@ export function runStats(run: LoadedRun, matchedTokens: number | null): RunStats
   const { summary, metrics } = run;
   const evalValues: RunStats['eval'] = {};
   for (const [task, result] of Object.entries(run.evalResults?.tasks ?? {})) {
-    for (const [metric, m] of Object.entries(result.metrics)) evalValues[`${task}.${metric}`] = { value: m.value, stderr: m.stderr };
+    for (const [metric, m] of Object.entries(result.metrics)) {
+      if (m.value !== null) evalValues[`${task}.${metric}`] = { value: m.value, stderr: m.stderr };
+    }
   }
   return {
     run,
@@ -130,7 +132,7 @@ export function runStats(run: LoadedRun, matchedTokens: number | null): RunStats
     bestValLoss: summary.best_val_loss,
     valLossMatched: matchedTokens === null ? null : interpolateAt(valSeries(run), matchedTokens),
     maxLogitPeak: runMaxLogitPeak(run),
-    headsClippedTotal: metrics.reduce((a, m) => a + m.heads_clipped, 0),
+    headsClippedTotal: summary.heads_clipped_total ?? metrics.reduce((a, m) => a + m.heads_clipped, 0),
     eval: evalValues,
   };
 }

@@ -92,7 +92,10 @@ function readManifest(dir: string): RunManifest {
 
 function readSummary(dir: string): RunSummary {
   const file = path.join(dir, 'summary.json');
-  const obj = readJsonObject(file);
+  return parseSummary(readJsonObject(file), file);
+}
+
+function parseSummary(obj: Json, file: string): RunSummary {
   const status = obj.status;
   if (typeof status !== 'string' || !RUN_STATUSES.includes(status as RunStatus)) {
     throw new UserError(`${file}: key \`status\` must be one of ${RUN_STATUSES.join('|')}`);
@@ -110,6 +113,25 @@ function readSummary(dir: string): RunSummary {
     final_val_loss: optionalNumber(obj, 'final_val_loss', file),
     best_val_loss: optionalNumber(obj, 'best_val_loss', file),
     diverged_at_step: optionalNumber(obj, 'diverged_at_step', file),
+    heads_clipped_total: optionalNumber(obj, 'heads_clipped_total', file),
+  };
+}
+
+/**
+ * A run that has not reached its first checkpoint has no summary.json yet. Its status is inferred from the run
+ * lock the trainer holds while it works (a lock left by a killed process reads as running too), and its
+ * position from the last metrics line.
+ */
+function inferredSummary(dir: string, metrics: MetricRow[]): RunSummary {
+  const last = metrics[metrics.length - 1];
+  return {
+    status: fs.existsSync(path.join(dir, 'run.lock')) ? 'running' : 'interrupted',
+    arm: null, experiment: null, variant: null, seed: null, lr: null,
+    step: last?.step ?? 0,
+    tokens: last?.tokens ?? 0,
+    final_train_loss: null, final_val_loss: null, best_val_loss: null,
+    diverged_at_step: null,
+    heads_clipped_total: null,
   };
 }
 
@@ -201,7 +223,8 @@ function readEvalByStep(dir: string): EvalPoint[] {
     tokens: csvNumber(cells[col.tokens], file, line, 'tokens', false) as number,
     task: cells[col.task],
     metric: cells[col.metric],
-    value: csvNumber(cells[col.value], file, line, 'value', false) as number,
+    // Empty where the metric could not be computed (an empty task).
+    value: csvNumber(cells[col.value], file, line, 'value', true),
     stderr: csvNumber(cells[col.stderr], file, line, 'stderr', true),
   }));
 }
@@ -219,7 +242,7 @@ function readEvalResults(dir: string): EvalResults | null {
     for (const [metricName, rawMetric] of Object.entries(rawTask.metrics)) {
       const metricWhere = `${file} (tasks.${taskName}.metrics.${metricName})`;
       if (!isObject(rawMetric)) throw new UserError(`${metricWhere}: expected {value, stderr}`);
-      metrics[metricName] = { value: requireNumber(rawMetric, 'value', metricWhere), stderr: optionalNumber(rawMetric, 'stderr', metricWhere) };
+      metrics[metricName] = { value: optionalNumber(rawMetric, 'value', metricWhere), stderr: optionalNumber(rawMetric, 'stderr', metricWhere) };
     }
     const version = rawTask.version;
     tasks[taskName] = {
@@ -278,12 +301,17 @@ export function isRunDir(dir: string): boolean {
 export function loadRun(dir: string, id?: string, experimentDir: string | null = null): LoadedRun {
   const absolute = path.resolve(dir);
   if (!fs.existsSync(absolute) || !fs.statSync(absolute).isDirectory()) throw new UserError(`run folder not found: ${dir}`);
-  for (const required of ['config.resolved.yaml', 'manifest.json', 'summary.json', 'metrics.jsonl']) {
+  for (const required of ['config.resolved.yaml', 'manifest.json', 'metrics.jsonl']) {
     if (!fs.existsSync(path.join(absolute, required))) throw new UserError(`${dir} is not a run folder: missing ${required}`);
   }
-  const summary = readSummary(absolute);
-  const metrics = readMetrics(absolute, summary.status);
-  fillMissingFinals(summary, metrics, readJsonObject(path.join(absolute, 'summary.json')));
+  const summaryFile = path.join(absolute, 'summary.json');
+  const summaryInferred = !fs.existsSync(summaryFile);
+  const rawSummary = summaryInferred ? null : readJsonObject(summaryFile);
+  const writtenSummary = rawSummary ? parseSummary(rawSummary, summaryFile) : null;
+  // The status decides whether a partial last metrics line is tolerated; a run without a summary is unfinished.
+  const metrics = readMetrics(absolute, writtenSummary?.status ?? 'running');
+  const summary = writtenSummary ?? inferredSummary(absolute, metrics);
+  fillMissingFinals(summary, metrics, rawSummary ?? {});
   return {
     dir: absolute,
     id: id ?? path.basename(absolute),
@@ -291,6 +319,7 @@ export function loadRun(dir: string, id?: string, experimentDir: string | null =
     config: readConfig(absolute),
     manifest: readManifest(absolute),
     summary,
+    summaryInferred,
     metrics,
     evalResults: readEvalResults(absolute),
     evalByStep: readEvalByStep(absolute),
@@ -319,14 +348,25 @@ export function readExperiment(dir: string): ExperimentFile {
 
 export interface LoadedInputs {
   runs: LoadedRun[];
+  /** Experiment arms without a run folder yet (or whose start failed): `experiment/arm` names. */
+  notStarted: string[];
   /** True when the first input was an experiment folder (decides the default output folder). */
   firstIsExperiment: boolean;
 }
 
-/** Expand inputs (run folders or experiment folders) into runs; the same folder reached twice is loaded once. */
+/** An arm folder that is missing or holds no resolved config yet has not started training. */
+function armStarted(dir: string): boolean {
+  return fs.existsSync(path.join(dir, 'config.resolved.yaml'));
+}
+
+/**
+ * Expand inputs (run folders or experiment folders) into runs; the same folder reached twice is loaded once.
+ * Arms of an experiment that have not started are reported, not loaded: an experiment is compared while it runs.
+ */
 export function loadInputs(inputs: string[]): LoadedInputs {
   if (inputs.length === 0) throw new UserError('no run or experiment folder given');
   const runs: LoadedRun[] = [];
+  const notStarted: string[] = [];
   const seen = new Set<string>();
   const add = (dir: string, id: string | undefined, experimentDir: string | null): void => {
     let key: string;
@@ -343,7 +383,15 @@ export function loadInputs(inputs: string[]): LoadedInputs {
     if (!fs.existsSync(input) || !fs.statSync(input).isDirectory()) throw new UserError(`folder not found: ${input}`);
     if (isExperimentDir(input)) {
       const experiment = readExperiment(input);
-      for (const arm of experiment.arms) add(path.join(input, arm.dir), arm.name, path.resolve(input));
+      const before = runs.length;
+      for (const arm of experiment.arms) {
+        const armDir = path.join(input, arm.dir);
+        if (armStarted(armDir)) add(armDir, arm.name, path.resolve(input));
+        else notStarted.push(`${experiment.name}/${arm.name}`);
+      }
+      if (runs.length === before) {
+        throw new UserError(`${input}: none of the experiment's ${experiment.arms.length} arms has started (no config.resolved.yaml in their folders)`);
+      }
     } else if (isRunDir(input)) {
       add(input, undefined, null);
     } else {
@@ -351,7 +399,7 @@ export function loadInputs(inputs: string[]): LoadedInputs {
     }
   }
   makeIdsUnique(runs);
-  return { runs, firstIsExperiment: isExperimentDir(inputs[0]) };
+  return { runs, notStarted, firstIsExperiment: isExperimentDir(inputs[0]) };
 }
 
 /** Two folders both called e.g. `qk-norm-s0` (from two experiments) get their parent folder as a prefix. */

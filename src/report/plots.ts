@@ -1,6 +1,6 @@
 // Vega-Lite specs for the comparison plots. Every x axis is tokens seen, so runs with different batch sizes or
 // logging intervals line up. Each builder returns a spec, or a note saying why there is nothing to plot.
-import { formatLr, trainSeries, valSeries, type ArmGroup } from './groups';
+import { trainSeries, valSeries, type ArmGroup } from './groups';
 import { PLOT_FONT } from './render';
 import { cleanSeries, meanCurve, thin, tokenEma, type Point } from './stats';
 import { formatStatuses } from './tables';
@@ -93,7 +93,8 @@ function lossPanel(groups: ArmGroup[], split: 'train' | 'validation', maxTokens:
         },
         {
           transform: [{ filter: "datum.kind === 'line'" }],
-          mark: { type: 'line', strokeWidth: 2.2, clip: true },
+          // Validation is measured rarely (a short run may have one measurement), so its means are also drawn as dots.
+          mark: { type: 'line', strokeWidth: 2.2, clip: true, ...(split === 'validation' ? { point: { filled: true, size: 36 } } : {}) },
           encoding: { x: TOKENS_AXIS, y, color: groupColor(groups) },
         },
       ],
@@ -216,6 +217,7 @@ export function accuracyPlot(groups: ArmGroup[]): PlotPlan {
     for (const stats of group.runs) {
       for (const [task, result] of Object.entries(stats.run.evalResults?.tasks ?? {})) if (result.chance !== null) chance.set(task, result.chance);
       for (const p of stats.run.evalByStep) {
+        if (p.value === null) continue;
         panels.add(`${p.task}\u0000${p.metric}`);
         const se = p.stderr ?? 0;
         rows.push({ kind: 'point', group: group.label, run: stats.run.id, task: p.task, metric: p.metric, tokens: p.tokens, value: p.value, lo: p.value - se, hi: p.value + se });
@@ -276,7 +278,7 @@ export function lrSensitivityPlot(groups: ArmGroup[]): PlotPlan {
       left.push(`${g.label} (${formatStatuses(g)})`);
       continue;
     }
-    rows.push({ variant: g.variant, group: g.label, lr: g.lr, lrText: formatLr(g.lr), loss: mean, lo: mean - (std ?? 0), hi: mean + (std ?? 0), seeds: count });
+    rows.push({ variant: g.variant, group: g.label, lr: g.lr, loss: mean, lo: mean - (std ?? 0), hi: mean + (std ?? 0), seeds: count });
   }
   if (rows.length === 0) return { name: 'lr-sensitivity', title, caption, spec: null, note: `no arm group has a completed run with a validation loss: ${left.join('; ')}` };
   const fullCaption = left.length > 0 ? `${caption} Not plotted (no completed run): ${left.join('; ')}.` : caption;

@@ -1,6 +1,6 @@
 // The generated summary: sentences that restate what the numbers show and claim nothing beyond them.
 import type { ArmGroup } from './groups';
-import { formatStatuses, formatTokens } from './tables';
+import { formatLogit, formatStatuses, formatTokens } from './tables';
 
 function fmt(value: number, digits = 4): string {
   return value.toFixed(digits);
@@ -70,7 +70,7 @@ function logitLines(groups: ArmGroup[]): string[] {
     const p = g.maxLogitPeak;
     if (!p) return `${g.label}: not logged`;
     const where = `layer ${p.layer}${p.head === null ? '' : `, head ${p.head}`}`;
-    return `${g.label} ${p.value.toFixed(1)} (${p.runId}, ${where}, at ${formatTokens(p.tokens)} tokens)`;
+    return `${g.label} ${formatLogit(p.value)} (${p.runId}, ${where}, at ${formatTokens(p.tokens)} tokens)`;
   });
   const clipped = groups.map((g) => {
     const total = g.runs.reduce((a, r) => a + r.headsClippedTotal, 0);
@@ -80,10 +80,12 @@ function logitLines(groups: ArmGroup[]): string[] {
   });
   return [
     `Max attention logit peak: ${peaks.join('; ')}.`,
-    `Heads clipped (summed over logged steps): ${clipped.join('; ')}.`,
+    `Heads clipped (total over each run): ${clipped.join('; ')}.`,
   ];
 }
 
-export function summarise(groups: ArmGroup[]): string[] {
-  return [...ranking(groups), ...statusLines(groups), ...logitLines(groups)];
+/** `notStarted`: experiment arms without a run folder yet, which have no numbers but must not vanish silently. */
+export function summarise(groups: ArmGroup[], notStarted: string[] = []): string[] {
+  const pending = notStarted.length > 0 ? [`Not started yet: ${notStarted.join(', ')}.`] : [];
+  return [...ranking(groups), ...statusLines(groups), ...pending, ...logitLines(groups)];
 }

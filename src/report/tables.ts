@@ -27,6 +27,12 @@ export function formatTokens(tokens: number | null | undefined): string {
   return String(tokens);
 }
 
+/** Attention logits span 0.05 (a fresh model) to 1000 (a blow-up): one decimal from 10 up, three significant digits below. */
+export function formatLogit(value: number): string {
+  if (Math.abs(value) >= 10) return value.toFixed(1);
+  return Number(value.toPrecision(3)).toString();
+}
+
 export function formatAggregate(agg: Aggregate, digits = 4): string {
   if (agg.mean === null) return DASH;
   const spread = agg.std === null ? '' : ` ± ${agg.std.toFixed(digits)}`;
@@ -45,7 +51,7 @@ export function formatStatuses(group: ArmGroup): string {
 function peakText(group: ArmGroup): string {
   const peak = group.maxLogitPeak;
   if (!peak) return DASH;
-  return peak.value.toFixed(1);
+  return formatLogit(peak.value);
 }
 
 /** The headline: one row per arm group. A dagger marks groups whose finals come from unfinished runs. */
@@ -120,7 +126,7 @@ function runPeakText(stats: RunStats): string {
   const p = stats.maxLogitPeak;
   if (!p) return DASH;
   const where = p.head === null ? `L${p.layer}` : `L${p.layer} H${p.head}`;
-  return `${p.value.toFixed(1)} (${where} @ ${formatTokens(p.tokens)})`;
+  return `${formatLogit(p.value)} (${where} @ ${formatTokens(p.tokens)})`;
 }
 
 /** Every run, whatever its status: nothing is dropped from a comparison. */
@@ -132,7 +138,8 @@ export function runTable(groups: ArmGroup[]): Table {
         r.run.id,
         g.label,
         r.seed === null ? DASH : String(r.seed),
-        r.status + (r.run.summary.diverged_at_step !== null ? ` at step ${r.run.summary.diverged_at_step}` : ''),
+        r.status + (r.run.summary.diverged_at_step !== null ? ` at step ${r.run.summary.diverged_at_step}` : '')
+          + (r.run.summaryInferred ? ' (no summary.json yet)' : ''),
         formatTokens(r.tokens),
         formatNumber(r.finalTrainLoss),
         formatNumber(r.finalValLoss),

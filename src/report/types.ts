@@ -7,11 +7,11 @@ export const RUN_STATUSES: readonly RunStatus[] = ['completed', 'diverged', 'int
 /** manifest.json: where and with what the run was made; tokenizer_hash and val_hash decide comparability. */
 export interface RunManifest {
   mlactl_version: string;
-  git_commit: string;
-  git_dirty: boolean;
+  git_commit: string | null;
+  git_dirty: boolean | null;
   backend: string;
   node_version: string;
-  machine: string;
+  machine: unknown;
   data_hash: string;
   tokenizer: string;
   tokenizer_hash: string;
@@ -50,10 +50,13 @@ export interface RunSummary {
   final_val_loss: number | null;
   best_val_loss: number | null;
   diverged_at_step: number | null;
+  /** Total over every step, where the trainer records it (metrics.jsonl may log only some steps). */
+  heads_clipped_total: number | null;
 }
 
 export interface EvalMetricValue {
-  value: number;
+  /** Null where the metric could not be computed (an empty task). */
+  value: number | null;
   stderr: number | null;
 }
 
@@ -77,7 +80,7 @@ export interface EvalPoint {
   tokens: number;
   task: string;
   metric: string;
-  value: number;
+  value: number | null;
   stderr: number | null;
 }
 
@@ -101,6 +104,8 @@ export interface LoadedRun {
   config: Config;
   manifest: RunManifest;
   summary: RunSummary;
+  /** True when summary.json was not written yet (the trainer writes it at the first checkpoint): the status is inferred. */
+  summaryInferred: boolean;
   metrics: MetricRow[];
   evalResults: EvalResults | null;
   evalByStep: EvalPoint[];

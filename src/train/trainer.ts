@@ -61,7 +61,7 @@ export class Trainer {
   constructor(readonly cfg: Config, readonly spec: ModelSpec, readonly train: TokenStore) {
     this.params = initParams(spec, cfg.seed);
     this.optimizer = new Optimizer(new Map(Object.entries(this.params)), cfg.train);
-    this.rope = new RopeTables(spec.dr, spec.maxSeqLen, spec.ropeTheta);
+    this.rope = new RopeTables(spec.dr, spec.maxSeqLen, spec.ropeTheta, [0, spec.dn]);
     this.plan = planSteps(cfg);
   }
 

@@ -13,7 +13,7 @@ describe('latent+invrms cache layout (QK-Normed MLA)', () => {
   test.each([1, 2, 4])('holds exactly dc + dr + G numbers per token per layer and no full key (G=%i)', (G) => {
     const s = tinySpec({ variant: 'qk-norm', G });
     const P = randomParams(s, 5);
-    const rope = new RopeTables(s.dr, s.maxSeqLen, s.ropeTheta);
+    const rope = new RopeTables(s.dr, s.maxSeqLen, s.ropeTheta, [0, s.dn]);
     const dec = new IncrementalDecoder(P, s, rope, 'latent+invrms');
     const B = 3;
     tf.dispose(dec.feed(tf.tensor2d([randomTokens(5, s.vocab, 1), randomTokens(5, s.vocab, 2), randomTokens(5, s.vocab, 3)], [B, 5], 'int32')));
@@ -33,7 +33,7 @@ describe('latent+invrms cache layout (QK-Normed MLA)', () => {
 
   test('a cache kind that cannot serve the variant is refused', () => {
     const s = tinySpec({ variant: 'qk-norm' });
-    const rope = new RopeTables(s.dr, s.maxSeqLen, s.ropeTheta);
+    const rope = new RopeTables(s.dr, s.maxSeqLen, s.ropeTheta, [0, s.dn]);
     expect(() => new IncrementalDecoder({}, s, rope, 'latent')).toThrow(/latent\+invrms/);
     expect(() => new IncrementalDecoder({}, tinySpec(), rope, 'latent+invrms')).toThrow(/does not serve/);
     rope.dispose();
@@ -44,7 +44,7 @@ describe('no tensor leaks', () => {
   test('repeated forward passes and decode steps keep tf.memory().numTensors constant', () => {
     const s = tinySpec({ variant: 'qk-norm', G: 2, dq: 8 });
     const P = randomParams(s, 7);
-    const rope = new RopeTables(s.dr, s.maxSeqLen, s.ropeTheta);
+    const rope = new RopeTables(s.dr, s.maxSeqLen, s.ropeTheta, [0, s.dn]);
     const tokens = tf.tensor2d([randomTokens(8, s.vocab, 4)], [1, 8], 'int32');
     const runForward = () => tf.tidy(() => { forward(P, s, rope, tokens, true); });
     runForward();

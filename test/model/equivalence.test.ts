@@ -37,7 +37,7 @@ describe.each(cases)('%s', (_name, over) => {
 
   beforeAll(() => {
     P = randomParams(s, 3);
-    rope = new RopeTables(s.dr, s.maxSeqLen, s.ropeTheta);
+    rope = new RopeTables(s.dr, s.maxSeqLen, s.ropeTheta, [0, s.dn]);
     const W = toRefWeights(P);
     const outs = seqs.map((q) => referenceForward(W, s, q));
     ref = outs.map((o) => o.logits);

@@ -14,7 +14,7 @@ beforeAll(async () => {
 test('wasm: training form and latent+invrms decode match the float64 reference (qk-norm, G=2, query low-rank)', () => {
   const s = tinySpec({ variant: 'qk-norm', G: 2, dq: 10 });
   const P = randomParams(s, 9);
-  const rope = new RopeTables(s.dr, s.maxSeqLen, s.ropeTheta);
+  const rope = new RopeTables(s.dr, s.maxSeqLen, s.ropeTheta, [0, s.dn]);
   const seq = randomTokens(7, s.vocab, 3);
   const ref = referenceForward(toRefWeights(P), s, seq).logits;
   const logits = tf.tidy(() => forward(P, s, rope, tf.tensor2d([seq], [1, 7], 'int32')).logits);

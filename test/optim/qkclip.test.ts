@@ -24,7 +24,7 @@ test('plan: eta^alpha on content query rows, eta on positional query rows, eta^(
 test.each([0, 8])('after clipping, each clipped head\'s max logit on the same batch equals tau (q_lora_rank=%i)', (dq) => {
   const s = tinySpec({ variant: 'qk-clip', dq, initStd: 0.9 });
   const P = randomParams(s, 4);
-  const rope = new RopeTables(s.dr, s.maxSeqLen, s.ropeTheta);
+  const rope = new RopeTables(s.dr, s.maxSeqLen, s.ropeTheta, [0, s.dn]);
   const tokens = tf.tensor2d([randomTokens(12, s.vocab, 5)], [1, 12], 'int32');
   const maxOf = () => tf.tidy(() => forward(P, s, rope, tokens, true).maxLogits!.arraySync());
   const before = maxOf();

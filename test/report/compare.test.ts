@@ -183,7 +183,7 @@ describe('run statuses', () => {
       'Interrupted: qk-norm-s0 (6k tokens).',
       'No downstream evaluation: baseline-s0, qk-clip-s1, qk-norm-s0.',
       'Max attention logit peak: baseline 950.0 (baseline-s0, layer 1, head 3, at 7k tokens); qk-clip 28.0 (qk-clip-s0, layer 1, at 10k tokens); qk-norm 28.0 (qk-norm-s0, layer 1, at 6k tokens).',
-      'Heads clipped (summed over logged steps): baseline none; qk-clip 28 over 2 runs; qk-norm none.',
+      'Heads clipped (total over each run): baseline none; qk-clip 28 over 2 runs; qk-norm none.',
     ]);
   });
 });
@@ -268,10 +268,10 @@ describe('bad inputs', () => {
   test('missing and invalid folders are user errors naming the path', async () => {
     const root = tmpDir();
     const missing = path.join(root, 'nope');
-    expect((await rejection(compareRuns({ inputs: [missing], ...noPlots }))).message).toBe(`folder not found: ${missing}`);
+    expect((await rejection(compareRuns({ inputs: [missing], out: path.join(root, 'out'), ...noPlots }))).message).toBe(`folder not found: ${missing}`);
     const empty = path.join(root, 'empty');
     fs.mkdirSync(empty);
-    expect((await rejection(compareRuns({ inputs: [empty], ...noPlots }))).message)
+    expect((await rejection(compareRuns({ inputs: [empty], out: path.join(root, 'out'), ...noPlots }))).message)
       .toBe(`${empty} is neither a run folder (config.resolved.yaml, summary.json) nor an experiment folder (experiment.json)`);
 
     const broken = writeRun(path.join(root, 'broken'), { variant: 'baseline', lr: 1e-3, seed: 0, points: curve(3000, 1000, 3) });
@@ -279,28 +279,31 @@ describe('bad inputs', () => {
     const lines = fs.readFileSync(metricsFile, 'utf8').split('\n');
     lines[1] = lines[1].replace('"tokens":2000', '"tokens":"2000"');
     fs.writeFileSync(metricsFile, lines.join('\n'));
-    expect((await rejection(compareRuns({ inputs: [broken], ...noPlots }))).message).toBe(`${metricsFile}:2: key \`tokens\` must be a finite number`);
+    expect((await rejection(compareRuns({ inputs: [broken], out: path.join(root, 'out'), ...noPlots }))).message).toBe(`${metricsFile}:2: key \`tokens\` must be a finite number`);
 
-    const noSummary = writeRun(path.join(root, 'no-summary'), { variant: 'baseline', lr: 1e-3, seed: 0, points: curve(3000, 1000, 3) });
-    fs.rmSync(path.join(noSummary, 'summary.json'));
-    expect((await rejection(compareRuns({ inputs: [noSummary], ...noPlots }))).message).toBe(`${noSummary} is not a run folder: missing summary.json`);
+    const noManifest = writeRun(path.join(root, 'no-manifest'), { variant: 'baseline', lr: 1e-3, seed: 0, points: curve(3000, 1000, 3) });
+    fs.rmSync(path.join(noManifest, 'manifest.json'));
+    expect((await rejection(compareRuns({ inputs: [noManifest], out: path.join(root, 'out'), ...noPlots }))).message).toBe(`${noManifest} is not a run folder: missing manifest.json`);
 
     const exp = writeExperiment(path.join(root, 'exp'), 'x', [{ name: 'a', variant: 'baseline', lr: 1e-3, seed: 0, points: curve(3000, 1000, 3) }]);
     const manifest = JSON.parse(fs.readFileSync(path.join(exp, 'experiment.json'), 'utf8'));
     manifest.arms.push({ name: 'b', dir: 'b', variant: 'qk-norm', seed: 0, lr: 1e-3 });
     fs.writeFileSync(path.join(exp, 'experiment.json'), JSON.stringify(manifest));
-    expect((await rejection(compareRuns({ inputs: [exp], ...noPlots }))).message).toBe(`run folder not found: ${path.join(exp, 'b')}`);
+    // An arm with a resolved config has started, so its folder must be a complete run folder.
+    fs.mkdirSync(path.join(exp, 'b'));
+    fs.copyFileSync(path.join(exp, 'a', 'config.resolved.yaml'), path.join(exp, 'b', 'config.resolved.yaml'));
+    expect((await rejection(compareRuns({ inputs: [exp], out: path.join(root, 'out'), ...noPlots }))).message).toBe(`${path.join(exp, 'b')} is not a run folder: missing manifest.json`);
   });
 
   test('a partial last line of a running run is skipped; the same in a completed run is an error', async () => {
     const root = tmpDir();
     const running = writeRun(path.join(root, 'running'), { variant: 'baseline', lr: 1e-3, seed: 0, status: 'running', points: curve(3000, 1000, 3) });
     fs.appendFileSync(path.join(running, 'metrics.jsonl'), '{"step": 4, "tok');
-    const result = await compareRuns({ inputs: [running], out: path.join(root, 'out'), ...noPlots });
+    const result = await compareRuns({ inputs: [running], out: path.join(root, 'out'), out: path.join(root, 'out'), ...noPlots });
     expect(result.runs[0].status).toBe('running');
     const done = writeRun(path.join(root, 'done'), { variant: 'baseline', lr: 1e-3, seed: 0, points: curve(3000, 1000, 3) });
     fs.appendFileSync(path.join(done, 'metrics.jsonl'), '{"step": 4, "tok');
-    expect((await rejection(compareRuns({ inputs: [done], out: path.join(root, 'out2'), ...noPlots }))).message)
+    expect((await rejection(compareRuns({ inputs: [done], out: path.join(root, 'out2'), out: path.join(root, 'out'), ...noPlots }))).message)
       .toBe(`${path.join(done, 'metrics.jsonl')}:4: invalid JSON line`);
   });
 });
@@ -322,5 +325,52 @@ describe('summary.json', () => {
     expect([a.final_val_loss, a.best_val_loss]).toEqual([null, 3.9]);
     // last logged train and validation losses, and the lowest validation loss
     expect([b.final_train_loss, b.final_val_loss, b.best_val_loss]).toEqual([3.6, 4.0, 3.9]);
+  });
+});
+
+describe('runs in progress', () => {
+  test('a run without summary.json yet is running (lock held) or interrupted, positioned by its last metrics line', async () => {
+    const root = tmpDir();
+    const points = curve(3000, 1000, 3.5);
+    const locked = writeRun(path.join(root, 'locked'), { variant: 'baseline', lr: 1e-3, seed: 0, points });
+    fs.rmSync(path.join(locked, 'summary.json'));
+    fs.writeFileSync(path.join(locked, 'run.lock'), '12345');
+    const orphan = writeRun(path.join(root, 'orphan'), { variant: 'baseline', lr: 1e-3, seed: 1, points });
+    fs.rmSync(path.join(orphan, 'summary.json'));
+    const result = await compareRuns({ inputs: [locked, orphan], out: path.join(root, 'out'), ...noPlots });
+    expect(result.runs.map((r) => [r.id, r.status, r.tokens, r.final_train_loss])).toEqual([
+      // curve(3000, 1000, 3.5) ends with train loss 3.5 + 2 * (1 - 1) = 3.5
+      ['locked', 'running', 3000, 3.5], ['orphan', 'interrupted', 3000, 3.5],
+    ]);
+    expect(fs.readFileSync(path.join(root, 'out', 'compare.md'), 'utf8')).toContain('| locked | baseline | 0 | running (no summary.json yet) |');
+  });
+
+  test('experiment arms that have not started are reported, not an error, unless none has started', async () => {
+    const root = tmpDir();
+    const exp = writeExperiment(path.join(root, 'exp'), 'sweep', [
+      { name: 'baseline', variant: 'baseline', lr: 1e-3, seed: 0, points: curve(3000, 1000, 3.5) },
+      { name: 'qk-norm', variant: 'qk-norm', lr: 1e-3, seed: 0, points: curve(3000, 1000, 3.4) },
+    ]);
+    fs.rmSync(path.join(exp, 'qk-norm'), { recursive: true });
+    const result = await compareRuns({ inputs: [exp], ...noPlots });
+    expect(result.runs.map((r) => r.id)).toEqual(['baseline']);
+    expect(result.notStarted).toEqual(['sweep/qk-norm']);
+    expect(result.summary).toContain('Not started yet: sweep/qk-norm.');
+    fs.rmSync(path.join(exp, 'baseline', 'config.resolved.yaml'));
+    expect((await rejection(compareRuns({ inputs: [exp], ...noPlots }))).message)
+      .toBe(`${exp}: none of the experiment's 2 arms has started (no config.resolved.yaml in their folders)`);
+  });
+
+  test('heads clipped come from summary.json when it records the total; empty eval values are skipped', async () => {
+    const root = tmpDir();
+    const run = writeRun(path.join(root, 'clip'), {
+      variant: 'qk-clip', lr: 1e-3, seed: 0, points: curve(3000, 1000, 3.5).map((p) => ({ ...p, headsClipped: 1 })), headsClippedTotal: 17,
+      evalTasks: { lambada: { chance: 0, metrics: { acc: { value: null, stderr: null }, perplexity: { value: 40.5, stderr: 2 } } } },
+      evalByStep: [{ tokens: 3000, task: 'lambada', metric: 'acc', value: null, stderr: null }, { tokens: 3000, task: 'lambada', metric: 'perplexity', value: 40.5, stderr: 2 }],
+    });
+    const result = await compareRuns({ inputs: [run], out: path.join(root, 'out'), ...noPlots });
+    expect(result.runs[0].heads_clipped).toBe(17);
+    expect(Object.keys(result.groups[0].eval)).toEqual(['lambada.perplexity']);
+    expect(result.groups[0].eval['lambada.perplexity'].mean).toBe(40.5);
   });
 });

@@ -54,10 +54,12 @@ export interface RunSpec {
   finalVal?: number | null;
   bestVal?: number | null;
   divergedAtStep?: number | null;
+  /** Written to summary.json as heads_clipped_total when given (the trainer's count over every step). */
+  headsClippedTotal?: number;
   tokenizerHash?: string;
   valHash?: string;
-  evalTasks?: Record<string, { chance: number; metrics: Record<string, { value: number; stderr: number }> }>;
-  evalByStep?: { tokens: number; task: string; metric: string; value: number; stderr: number }[];
+  evalTasks?: Record<string, { chance: number; metrics: Record<string, { value: number | null; stderr: number | null }> }>;
+  evalByStep?: { tokens: number; task: string; metric: string; value: number | null; stderr: number | null }[];
   headRows?: { tokens: number; layer: number; head: number; max_logit: number }[];
   configEdit?: (config: Config) => void;
 }
@@ -93,6 +95,7 @@ export function writeRun(dir: string, spec: RunSpec): string {
     final_val_loss: spec.finalVal !== undefined ? spec.finalVal : lastNonNull(spec.points.map((p) => p.val)),
     best_val_loss: spec.bestVal !== undefined ? spec.bestVal : (vals.length ? Math.min(...vals) : null),
     diverged_at_step: spec.divergedAtStep ?? null,
+    ...(spec.headsClippedTotal !== undefined ? { heads_clipped_total: spec.headsClippedTotal } : {}),
   }, null, 2));
   if (spec.headRows) {
     const lines = ['step,tokens,layer,head,max_logit', ...spec.headRows.map((r) => `${Math.round(r.tokens / tokensPerStep)},${r.tokens},${r.layer},${r.head},${r.max_logit}`)];
@@ -105,7 +108,7 @@ export function writeRun(dir: string, spec: RunSpec): string {
   }
   if (spec.evalByStep) {
     fs.mkdirSync(path.join(dir, 'eval'), { recursive: true });
-    const lines = ['step,tokens,task,metric,value,stderr', ...spec.evalByStep.map((r) => `${Math.round(r.tokens / tokensPerStep)},${r.tokens},${r.task},${r.metric},${r.value},${r.stderr}`)];
+    const lines = ['step,tokens,task,metric,value,stderr', ...spec.evalByStep.map((r) => `${Math.round(r.tokens / tokensPerStep)},${r.tokens},${r.task},${r.metric},${r.value ?? ''},${r.stderr ?? ''}`)];
     fs.writeFileSync(path.join(dir, 'eval', 'by-step.csv'), lines.join('\n') + '\n');
   }
   return dir;

@@ -1,0 +1,171 @@
+// What `bench decode` writes and prints: decode.csv, decode.json, memory.json, the latency plot, and the tables.
+import * as fs from 'fs';
+import * as path from 'path';
+import { stringify } from 'csv-stringify/sync';
+import { loadConfig } from '../config/load';
+import { writeFileAtomic } from '../model/safetensors';
+import { CACHE_KINDS, cacheNumbersPerToken, modelSpec, type CacheKind, type ModelSpec } from '../model/spec';
+import { PLOT_FONT, renderSvgs, svgToPng } from '../report/render';
+import { BYTES_PER_NUMBER, formatBytes, formatContext, type DecodeBenchResult } from './decode';
+
+/** The preset whose whole-model cache sizes every benchmark reports, and the contexts it reports them at. */
+export const MEMORY_PRESET = path.resolve(__dirname, '../../configs/models/paper-400m.yaml');
+export const MEMORY_CONTEXTS = [4096, 32768, 262144];
+
+export interface MemoryAccount {
+  model: string;
+  layers: number;
+  heads: number;
+  kv_lora_rank: number;
+  qk_rope_head_dim: number;
+  qk_nope_head_dim: number;
+  key_groups: number;
+  bytes_per_number: number;
+  bytes_per_token_per_layer: Record<CacheKind, number>;
+  /** All layers, one sequence. */
+  totals: { context: number; bytes: Record<CacheKind, number> }[];
+}
+
+export function memoryAccount(model: string, s: ModelSpec, contexts = MEMORY_CONTEXTS): MemoryAccount {
+  const perToken = Object.fromEntries(CACHE_KINDS.map((k) => [k, cacheNumbersPerToken(s, k) * BYTES_PER_NUMBER])) as Record<CacheKind, number>;
+  return {
+    model,
+    layers: s.L,
+    heads: s.H,
+    kv_lora_rank: s.dc,
+    qk_rope_head_dim: s.dr,
+    qk_nope_head_dim: s.dn,
+    key_groups: s.G,
+    bytes_per_number: BYTES_PER_NUMBER,
+    bytes_per_token_per_layer: perToken,
+    totals: contexts.map((context) => ({
+      context,
+      bytes: Object.fromEntries(CACHE_KINDS.map((k) => [k, perToken[k] * s.L * context])) as Record<CacheKind, number>,
+    })),
+  };
+}
+
+/** The paper-400m preset's account (its dims read through the config loader, so the preset stays the source). */
+export function presetMemoryAccount(file = MEMORY_PRESET): MemoryAccount {
+  const cfg = loadConfig(file);
+  return memoryAccount(cfg.name, { ...modelSpec(cfg.model, cfg.model.vocab_size || 1), variant: 'qk-norm' });
+}
+
+export function formatMemoryAccount(m: MemoryAccount): string[] {
+  const kinds = CACHE_KINDS;
+  const lines = [
+    `KV cache of ${m.model} (${m.layers} layers, ${m.heads} heads, dc ${m.kv_lora_rank}, dr ${m.qk_rope_head_dim}, dn ${m.qk_nope_head_dim}, G ${m.key_groups}; float32, one sequence):`,
+    `| context | ${kinds.join(' | ')} |`,
+    `| --- | ${kinds.map(() => '---').join(' | ')} |`,
+    `| per token per layer | ${kinds.map((k) => `${m.bytes_per_token_per_layer[k]} B`).join(' | ')} |`,
+    ...m.totals.map((t) => `| ${formatContext(t.context)} | ${kinds.map((k) => formatBytes(t.bytes[k])).join(' | ')} |`),
+  ];
+  const lat = m.bytes_per_token_per_layer.latent;
+  const inv = m.bytes_per_token_per_layer['latent+invrms'];
+  const full = m.bytes_per_token_per_layer['full-key'];
+  lines.push(`latent+invrms holds ${(inv / lat).toFixed(3)}x the plain latent cache and ${(full / inv).toFixed(2)}x less than full-key.`);
+  return lines;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+
+const CSV_HEADER = [
+  'backend', 'device', 'dims_source', 'd_model', 'n_heads', 'kv_lora_rank', 'qk_nope_head_dim', 'qk_rope_head_dim', 'v_head_dim',
+  'q_lora_rank', 'key_groups', 'scope', 'batch', 'context', 'cache', 'bytes_per_token_per_layer', 'cache_total_bytes', 'prefill_ms',
+  'median_ms', 'p10_ms', 'p90_ms', 'median_cpu_ms', 'repeats', 'check_rel_err', 'ratio_to_latent',
+] as const;
+
+export const DECODE_CSV_COLUMNS: readonly string[] = CSV_HEADER;
+
+const round = (x: number, digits = 4) => Number(x.toFixed(digits));
+
+export function decodeCsv(r: DecodeBenchResult): string {
+  const d = r.dims;
+  const lines = r.rows.map((row) => [
+    r.backend, r.device, d.source, d.d_model, d.n_heads, d.kv_lora_rank, d.qk_nope_head_dim, d.qk_rope_head_dim, d.v_head_dim,
+    d.q_lora_rank, d.key_groups, d.scope, r.batch, row.context, row.cache, row.bytes_per_token_per_layer, row.cache_total_bytes,
+    round(row.prefill_ms, 1), round(row.median_ms), round(row.p10_ms), round(row.p90_ms), round(row.median_cpu_ms), r.repeats,
+    row.check_rel_err.toExponential(3), row.ratio_to_latent === null ? '' : round(row.ratio_to_latent),
+  ]);
+  return stringify([[...CSV_HEADER], ...lines]);
+}
+
+export function formatDecodeTable(r: DecodeBenchResult): string[] {
+  const lines = [
+    `| context | cache | bytes/token/layer | cache | prefill ms | median ms | p10 ms | p90 ms | cpu ms | rel. error | / latent |`,
+    `| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |`,
+  ];
+  for (const row of r.rows) {
+    lines.push(
+      `| ${formatContext(row.context)} | ${row.cache} | ${row.bytes_per_token_per_layer} | ${formatBytes(row.cache_total_bytes)} | ${row.prefill_ms.toFixed(0)} | ` +
+        `${row.median_ms.toFixed(2)} | ${row.p10_ms.toFixed(2)} | ${row.p90_ms.toFixed(2)} | ${row.median_cpu_ms.toFixed(2)} | ${row.check_rel_err.toExponential(1)} | ` +
+        `${row.ratio_to_latent === null ? '-' : row.ratio_to_latent.toFixed(3)} |`,
+    );
+  }
+  if (r.ratios.length) {
+    lines.push('');
+    lines.push(
+      `latent+invrms / latent (median ms): ${r.ratios.map((q) => `${formatContext(q.context)} ${q.invrms_over_latent.toFixed(3)}`).join(', ')}` +
+        ` (paired per repeat: ${r.ratios.map((q) => q.invrms_over_latent_paired.toFixed(3)).join(', ')}; cpu time: ${r.ratios.map((q) => q.invrms_over_latent_cpu.toFixed(3)).join(', ')})`,
+    );
+  }
+  return lines;
+}
+
+export function describeRun(r: DecodeBenchResult): string {
+  const d = r.dims;
+  return `${r.backend} (${r.device}); d ${d.d_model}, H ${d.n_heads}, dc ${d.kv_lora_rank}, dn ${d.qk_nope_head_dim}, dr ${d.qk_rope_head_dim}, dv ${d.v_head_dim}, G ${d.key_groups}, scope ${d.scope}${d.q_lora_rank ? `, dq ${d.q_lora_rank}` : ''}; batch ${r.batch}`;
+}
+
+export function decodePlotSpec(r: DecodeBenchResult): object {
+  const values = r.rows.map((row) => ({ context: row.context, cache: row.cache, median: row.median_ms, p10: row.p10_ms, p90: row.p90_ms }));
+  const x = { field: 'context', type: 'quantitative', title: 'context (cached tokens)', scale: { type: 'log', base: 2 }, axis: { format: '~s' } };
+  const color = { field: 'cache', type: 'nominal', title: 'cache', scale: { domain: CACHE_KINDS.filter((k) => r.rows.some((row) => row.cache === k)), scheme: 'tableau10' } };
+  return {
+    $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
+    title: { text: 'Decode step of one attention layer', subtitle: [describeRun(r), `median of ${r.repeats} interleaved steps; bars span p10 to p90`] },
+    config: {
+      font: PLOT_FONT,
+      background: 'white',
+      axis: { labelFontSize: 11, titleFontSize: 12, grid: true, gridColor: '#eee' },
+      legend: { labelFontSize: 11, titleFontSize: 12 },
+      title: { fontSize: 15, anchor: 'start', subtitleFontSize: 11, subtitleColor: '#555' },
+    },
+    width: 560,
+    height: 340,
+    data: { values },
+    layer: [
+      { mark: { type: 'rule', strokeWidth: 2 }, encoding: { x, y: { field: 'p10', type: 'quantitative' }, y2: { field: 'p90' }, color } },
+      { mark: { type: 'line', point: true }, encoding: { x, y: { field: 'median', type: 'quantitative', title: 'ms per decode step', scale: { type: 'log' } }, color } },
+    ],
+  };
+}
+
+export interface DecodeFiles {
+  csv: string;
+  json: string;
+  memory: string;
+  svg?: string;
+  png?: string;
+}
+
+/** Write every output into `dir`; a plot that cannot be rendered is a warning, the numbers are still written. */
+export async function writeDecodeOutputs(dir: string, r: DecodeBenchResult, memory: object): Promise<{ files: DecodeFiles; warnings: string[] }> {
+  fs.mkdirSync(dir, { recursive: true });
+  const files: DecodeFiles = { csv: path.join(dir, 'decode.csv'), json: path.join(dir, 'decode.json'), memory: path.join(dir, 'memory.json') };
+  const warnings: string[] = [];
+  writeFileAtomic(files.csv, decodeCsv(r));
+  writeFileAtomic(files.json, JSON.stringify(r, null, 2) + '\n');
+  writeFileAtomic(files.memory, JSON.stringify(memory, null, 2) + '\n');
+  try {
+    const [rendered] = await renderSvgs([decodePlotSpec(r)]);
+    if ('error' in rendered) throw new Error(rendered.error);
+    files.svg = path.join(dir, 'decode.svg');
+    files.png = path.join(dir, 'decode.png');
+    writeFileAtomic(files.svg, rendered.svg);
+    fs.writeFileSync(files.png, svgToPng(rendered.svg));
+  } catch (err) {
+    warnings.push(`plot not written: ${(err as Error).message.split('\n')[0]}`);
+  }
+  return { files, warnings };
+}

@@ -1,0 +1,401 @@
+/**
+ * `mlactl bench decode`: the per-token latency of one attention layer's decode step for the three caches
+ * (latent, latent+invrms, full-key) at several context lengths, with memory accounting.
+ *
+ * Per context: draw one token history, build every cache from it (timed separately as prefill), check that each
+ * cache's step gives the float64 reference output of its variant, then time single-token steps against the
+ * fixed-size caches, cache kinds interleaved so machine drift hits all of them alike.
+ */
+import * as os from 'os';
+import { performance } from 'perf_hooks';
+import * as tf from '@tensorflow/tfjs';
+import { UserError } from '../errors';
+import { absorbedDecodeStep, disposeFixedCache, type FixedCache } from '../model/decode-step';
+import { maxRelativeError } from '../model/reference';
+import { CACHE_KINDS, cacheNumbersPerToken, type CacheKind, type ModelSpec } from '../model/spec';
+import {
+  buildFixedCache,
+  drawContent,
+  FILL_BLOCK,
+  layerFor,
+  makeBenchLayer,
+  referenceOutputs,
+  referenceVariantOf,
+  type BenchLayer,
+} from './decode-context';
+import { quantile } from './stats';
+
+/** DeepSeek-V2/V3's attention shape: latent 512, shared RoPE key 64, 16 heads of 128 (a 2048-wide model). */
+export const DEEPSEEK_LIKE_DIMS: ModelSpec = {
+  variant: 'qk-norm',
+  vocab: 1,
+  d: 2048,
+  L: 1,
+  H: 16,
+  dq: 0,
+  dc: 512,
+  dn: 128,
+  dr: 64,
+  dv: 128,
+  dff: 1,
+  G: 16,
+  scope: 'full',
+  qkEps: 1e-6,
+  normEps: 1e-6,
+  ropeTheta: 10000,
+  maxSeqLen: 0,
+  tied: true,
+  initStd: 0.02,
+};
+
+export const DEFAULT_CONTEXTS = '1k,4k,16k';
+/** The contract's tolerance (design note §4): max-abs error over max-abs of the reference. */
+export const CHECK_TOLERANCE = 1e-5;
+/** Bytes per cached number: the benchmark stores float32. */
+export const BYTES_PER_NUMBER = 4;
+/** The wasm backend's heap is a 32-bit address space: emscripten's getHeapMax() is 4 GiB minus one 64 KiB page. */
+export const WASM_HEAP_LIMIT = 4 * 2 ** 30 - 2 ** 16;
+
+// ---------------------------------------------------------------------------------------------------------------
+// Parsing flags
+
+const SUFFIX: Record<string, number> = { '': 1, k: 2 ** 10, m: 2 ** 20 };
+
+/** "1k,4k,16k" -> [1024, 4096, 16384]; k and m are binary (1k = 1024 tokens). */
+export function parseContexts(text: string): number[] {
+  const items = text.split(',').map((t) => t.trim()).filter((t) => t !== '');
+  if (items.length === 0) throw new UserError('--contexts: empty list (give lengths such as 1k,4k,16k)');
+  return items.map((item) => {
+    const m = /^(\d+(?:\.\d+)?)([km]?)$/i.exec(item);
+    const value = m ? Number(m[1]) * SUFFIX[m[2].toLowerCase()] : NaN;
+    if (!Number.isInteger(value) || value < 2) throw new UserError(`--contexts: "${item}" is not a context length of at least 2 tokens (use e.g. 4096, 4k or 1m)`);
+    return value;
+  });
+}
+
+export function parseCaches(text: string): CacheKind[] {
+  const items = text.split(',').map((t) => t.trim()).filter((t) => t !== '');
+  if (items.length === 0) throw new UserError(`--caches: empty list (choose from ${CACHE_KINDS.join(', ')})`);
+  for (const item of items) {
+    if (!(CACHE_KINDS as readonly string[]).includes(item)) throw new UserError(`--caches: unknown cache "${item}" (choose from ${CACHE_KINDS.join(', ')})`);
+  }
+  // Keep the canonical order, so tables and plots read the same whatever order was typed.
+  return CACHE_KINDS.filter((k) => items.includes(k));
+}
+
+const BYTE_UNITS: Record<string, number> = {
+  '': 1, b: 1, k: 1e3, kb: 1e3, kib: 2 ** 10, m: 1e6, mb: 1e6, mib: 2 ** 20, g: 1e9, gb: 1e9, gib: 2 ** 30, t: 1e12, tb: 1e12, tib: 2 ** 40,
+};
+
+/** "3.5GB", "512MiB", "2e9" -> bytes. */
+export function parseBytes(text: string, flag = '--max-memory'): number {
+  const m = /^\s*(\d+(?:\.\d+)?(?:e\d+)?)\s*([a-z]*)\s*$/i.exec(text);
+  const unit = m ? BYTE_UNITS[m[2].toLowerCase()] : undefined;
+  if (!m || unit === undefined || !(Number(m[1]) > 0)) throw new UserError(`${flag}: "${text}" is not a size (use e.g. 3GB, 512MiB or a number of bytes)`);
+  return Math.floor(Number(m[1]) * unit);
+}
+
+export function formatContext(S: number): string {
+  if (S % 2 ** 20 === 0) return `${S / 2 ** 20}m`;
+  if (S % 2 ** 10 === 0) return `${S / 2 ** 10}k`;
+  return String(S);
+}
+
+export function formatBytes(n: number): string {
+  if (n >= 2 ** 30) return `${(n / 2 ** 30).toFixed(2)} GiB`;
+  if (n >= 2 ** 20) return `${(n / 2 ** 20).toFixed(1)} MiB`;
+  if (n >= 2 ** 10) return `${(n / 2 ** 10).toFixed(1)} KiB`;
+  return `${n} B`;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Memory
+
+export function bytesPerTokenPerLayer(dims: ModelSpec, kind: CacheKind): number {
+  return cacheNumbersPerToken(dims, kind) * BYTES_PER_NUMBER;
+}
+
+export interface MemoryEstimate {
+  context: number;
+  /** Tensor bytes each cache holds, including the wasm backend's packed copy of the matrix the values read. */
+  caches: Partial<Record<CacheKind, number>>;
+  /** Score tensors of a step, fill temporaries and weights, in the backend. */
+  work: number;
+  /** Host arrays: the token history, one cache's staging copy, the reference's scores. */
+  host: number;
+  /** What lives in the backend's memory (the wasm heap for wasm). */
+  backend: number;
+  total: number;
+}
+
+/**
+ * Peak bytes of one context. XNNPACK (wasm) packs the right-hand matrix of a product into its own buffer and
+ * keeps it with the operator, so the matrix the values read ([c ; kpr], or c for full-key) exists twice there.
+ */
+export function estimateMemory(dims: ModelSpec, S: number, B: number, caches: CacheKind[], backendName: string): MemoryEstimate {
+  const packed = backendName === 'wasm';
+  const D = dims.dc + dims.dr;
+  const dk = dims.dn + dims.dr;
+  const perToken: Record<CacheKind, number> = {
+    latent: D + (packed ? D : 0),
+    'latent+invrms': D + dims.G + (packed ? D : 0),
+    'full-key': dims.H * dk + dims.dc + (packed ? dims.dc : 0),
+  };
+  const est: MemoryEstimate = { context: S, caches: {}, work: 0, host: 0, backend: 0, total: 0 };
+  for (const k of caches) est.caches[k] = B * S * perToken[k] * BYTES_PER_NUMBER;
+  const weights = 3 * (dims.H * dk * Math.max(dims.d, dims.dq) + dims.dq * dims.d + (D + dims.H * (dims.dn + dims.dv)) * Math.max(dims.d, dims.dc) + dims.d * dims.H * dims.dv);
+  // A step keeps a handful of [H, S] score tensors alive at once (scores, transposed, softmax, the nope split).
+  const scores = 6 * B * dims.H * S;
+  const fill = 8 * FILL_BLOCK * dims.H * dk;
+  est.work = (weights + scores + fill) * BYTES_PER_NUMBER;
+  const staging = Math.max(0, ...caches.map((k) => cacheNumbersPerToken(dims, k))) * B * S;
+  est.host = (B * S * D + staging) * BYTES_PER_NUMBER + 2 * dims.H * S * 8;
+  est.backend = Object.values(est.caches).reduce((a, b) => a + (b ?? 0), 0) + est.work;
+  est.total = est.backend + est.host;
+  return est;
+}
+
+function describeEstimate(e: MemoryEstimate): string {
+  const caches = Object.entries(e.caches).map(([k, v]) => `${k} ${formatBytes(v!)}`).join(', ');
+  return `${formatBytes(e.total)} = ${e.total} bytes (caches: ${caches}; scores, weights and fill work ${formatBytes(e.work)}; host arrays ${formatBytes(e.host)})`;
+}
+
+/**
+ * Refuse, before any work, a context that cannot fit: the estimate against `maxMemory` (default: the free memory
+ * the OS reports) and, for wasm, the backend part against the 4 GiB heap.
+ */
+export function checkMemory(dims: ModelSpec, contexts: number[], B: number, caches: CacheKind[], backendName: string, maxMemory?: number): MemoryEstimate[] {
+  const budget = maxMemory ?? os.freemem();
+  const budgetName = maxMemory !== undefined ? `--max-memory ${formatBytes(maxMemory)}` : `the ${formatBytes(budget)} of free memory`;
+  return contexts.map((S) => {
+    const e = estimateMemory(dims, S, B, caches, backendName);
+    const where = `--contexts ${formatContext(S)}${B > 1 ? ` at --batch ${B}` : ''}`;
+    if (backendName === 'wasm' && e.backend > WASM_HEAP_LIMIT) {
+      throw new UserError(
+        `${where}: needs an estimated ${describeEstimate(e)}, of which ${formatBytes(e.backend)} in the wasm heap, above its ${formatBytes(WASM_HEAP_LIMIT)} limit; ` +
+          `drop a cache from --caches (full-key is the largest), lower the context or choose another --backend`,
+      );
+    }
+    if (e.total > budget) {
+      throw new UserError(`${where}: needs an estimated ${describeEstimate(e)}, more than ${budgetName}; lower the context, drop a cache from --caches or raise --max-memory`);
+    }
+    return e;
+  });
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The run
+
+export interface DecodeBenchOptions {
+  dims: ModelSpec;
+  /** Where the dimensions came from (shown in tables and the JSON). */
+  dimsSource: string;
+  contexts: number[];
+  batch: number;
+  repeats: number;
+  warmup: number;
+  caches: CacheKind[];
+  seed: number;
+  maxMemory?: number;
+  backend: { name: string; device: string };
+  tolerance?: number;
+  log?: (line: string) => void;
+  /** Test hook: alter a cache after it is built and before the check (the check must then fail). */
+  tamper?: (kind: CacheKind, cache: FixedCache) => void;
+}
+
+export interface DecodeBenchRow {
+  context: number;
+  cache: CacheKind;
+  bytes_per_token_per_layer: number;
+  cache_total_bytes: number;
+  prefill_ms: number;
+  median_ms: number;
+  p10_ms: number;
+  p90_ms: number;
+  /** Process CPU time per step: less sensitive than wall time to other processes on a shared machine. */
+  median_cpu_ms: number;
+  check_rel_err: number;
+  /** median_ms over the latent row's median_ms of the same context (null without a latent row). */
+  ratio_to_latent: number | null;
+  samples_ms: number[];
+}
+
+export interface DecodeRatio {
+  context: number;
+  /** median(latent+invrms) / median(latent). */
+  invrms_over_latent: number;
+  /** The median over repeats of the per-repeat ratio (the two steps of one repeat run back to back). */
+  invrms_over_latent_paired: number;
+  invrms_over_latent_cpu: number;
+}
+
+export interface DecodeBenchResult {
+  backend: string;
+  device: string;
+  dims: { source: string; d_model: number; n_heads: number; kv_lora_rank: number; qk_nope_head_dim: number; qk_rope_head_dim: number; v_head_dim: number; q_lora_rank: number; key_groups: number; scope: string };
+  batch: number;
+  repeats: number;
+  warmup: number;
+  seed: number;
+  tolerance: number;
+  rows: DecodeBenchRow[];
+  ratios: DecodeRatio[];
+  memory_estimates: MemoryEstimate[];
+  started_at: string;
+  elapsed_s: number;
+}
+
+export class DecodeCheckError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'DecodeCheckError';
+  }
+}
+
+function median(xs: number[]): number {
+  return quantile(xs, 0.5);
+}
+
+async function timeStep(l: BenchLayer, kind: CacheKind, cache: FixedCache): Promise<{ wall: number; cpu: number }> {
+  const cpu0 = process.cpuUsage();
+  const t0 = performance.now();
+  const out = tf.tidy(() => absorbedDecodeStep(layerFor(l, kind), l.x, cache));
+  await out.data(); // the step is done when its output can be read (asynchronous backends queue work)
+  const wall = performance.now() - t0;
+  const cpu = process.cpuUsage(cpu0);
+  out.dispose();
+  return { wall, cpu: (cpu.user + cpu.system) / 1000 };
+}
+
+export async function runDecodeBench(opts: DecodeBenchOptions): Promise<DecodeBenchResult> {
+  const started = new Date();
+  const log = opts.log ?? (() => undefined);
+  const tolerance = opts.tolerance ?? CHECK_TOLERANCE;
+  const kinds = opts.caches;
+  if (kinds.length === 0) throw new UserError('--caches: empty list');
+  if (!Number.isInteger(opts.batch) || opts.batch < 1) throw new UserError(`--batch: must be a positive integer, got ${opts.batch}`);
+  if (!Number.isInteger(opts.repeats) || opts.repeats < 1) throw new UserError(`--repeats: must be a positive integer, got ${opts.repeats}`);
+  const dims = opts.dims;
+  if (dims.H % dims.G !== 0) throw new UserError(`key groups ${dims.G} do not divide ${dims.H} heads`);
+  if (dims.dr % 2 !== 0) throw new UserError(`qk_rope_head_dim ${dims.dr} must be even (RoPE rotates pairs)`);
+  const estimates = checkMemory(dims, opts.contexts, opts.batch, kinds, opts.backend.name, opts.maxMemory);
+
+  const layer = makeBenchLayer(dims, opts.batch, opts.seed);
+  const rows: DecodeBenchRow[] = [];
+  const ratios: DecodeRatio[] = [];
+  try {
+    for (const S of opts.contexts) {
+      const label = formatContext(S);
+      log(`context ${label}: drawing ${S} tokens x ${opts.batch} sequence(s)`);
+      let content: ReturnType<typeof drawContent> | null = drawContent(layer, S, opts.seed);
+      const caches = new Map<CacheKind, FixedCache>();
+      const prefill = new Map<CacheKind, number>();
+      const errors = new Map<CacheKind, number>();
+      try {
+        for (const kind of kinds) {
+          const t0 = performance.now();
+          const cache = buildFixedCache(kind, layer, content);
+          prefill.set(kind, performance.now() - t0);
+          caches.set(kind, cache);
+          opts.tamper?.(kind, cache);
+          log(`context ${label}: ${kind} cache filled in ${(prefill.get(kind)! / 1000).toFixed(2)} s`);
+        }
+        const variants = [...new Set(kinds.map(referenceVariantOf))];
+        const t0 = performance.now();
+        const reference = referenceOutputs(layer, content, variants);
+        content = null; // the history is in the caches now; let its host arrays go before timing
+        log(`context ${label}: float64 reference in ${((performance.now() - t0) / 1000).toFixed(2)} s`);
+
+        // Before any timing: every cache must give its variant's reference output.
+        for (const kind of kinds) {
+          const got = tf.tidy(() => absorbedDecodeStep(layerFor(layer, kind), layer.x, caches.get(kind)!));
+          const err = maxRelativeError(await got.data(), reference.get(referenceVariantOf(kind))!);
+          got.dispose();
+          errors.set(kind, err);
+          if (!(err <= tolerance)) {
+            throw new DecodeCheckError(
+              `context ${label}: the ${kind} cache gives a different attention output (relative error ${err.toExponential(2)} > ${tolerance}); its contents or its decode step are wrong, so no timing was taken`,
+            );
+          }
+        }
+        log(`context ${label}: outputs agree (${kinds.map((k) => `${k} ${errors.get(k)!.toExponential(1)}`).join(', ')}); timing`);
+
+        for (let w = 0; w < opts.warmup; w++) for (const kind of kinds) await timeStep(layer, kind, caches.get(kind)!);
+        const wall = new Map<CacheKind, number[]>(kinds.map((k) => [k, []]));
+        const cpu = new Map<CacheKind, number[]>(kinds.map((k) => [k, []]));
+        for (let r = 0; r < opts.repeats; r++) {
+          // Round-robin with a rotating start: no kind always runs first, or always right after the slowest.
+          for (let i = 0; i < kinds.length; i++) {
+            const kind = kinds[(i + r) % kinds.length];
+            const t = await timeStep(layer, kind, caches.get(kind)!);
+            wall.get(kind)!.push(t.wall);
+            cpu.get(kind)!.push(t.cpu);
+          }
+        }
+
+        const latentMedian = wall.has('latent') ? median(wall.get('latent')!) : null;
+        for (const kind of kinds) {
+          const samples = wall.get(kind)!;
+          const m = median(samples);
+          rows.push({
+            context: S,
+            cache: kind,
+            bytes_per_token_per_layer: bytesPerTokenPerLayer(dims, kind),
+            cache_total_bytes: opts.batch * S * bytesPerTokenPerLayer(dims, kind),
+            prefill_ms: prefill.get(kind)!,
+            median_ms: m,
+            p10_ms: quantile(samples, 0.1),
+            p90_ms: quantile(samples, 0.9),
+            median_cpu_ms: median(cpu.get(kind)!),
+            check_rel_err: errors.get(kind)!,
+            ratio_to_latent: latentMedian ? m / latentMedian : null,
+            samples_ms: samples,
+          });
+        }
+        if (wall.has('latent') && wall.has('latent+invrms')) {
+          const a = wall.get('latent+invrms')!;
+          const b = wall.get('latent')!;
+          ratios.push({
+            context: S,
+            invrms_over_latent: median(a) / median(b),
+            invrms_over_latent_paired: median(a.map((v, i) => v / b[i])),
+            invrms_over_latent_cpu: median(cpu.get('latent+invrms')!) / median(cpu.get('latent')!),
+          });
+        }
+        log(`context ${label}: ${kinds.map((k) => `${k} ${median(wall.get(k)!).toFixed(2)} ms`).join(', ')}`);
+      } finally {
+        for (const cache of caches.values()) disposeFixedCache(cache);
+      }
+    }
+  } finally {
+    layer.dispose();
+  }
+
+  return {
+    backend: opts.backend.name,
+    device: opts.backend.device,
+    dims: {
+      source: opts.dimsSource,
+      d_model: dims.d,
+      n_heads: dims.H,
+      kv_lora_rank: dims.dc,
+      qk_nope_head_dim: dims.dn,
+      qk_rope_head_dim: dims.dr,
+      v_head_dim: dims.dv,
+      q_lora_rank: dims.dq,
+      key_groups: dims.G,
+      scope: dims.scope,
+    },
+    batch: opts.batch,
+    repeats: opts.repeats,
+    warmup: opts.warmup,
+    seed: opts.seed,
+    tolerance,
+    rows,
+    ratios,
+    memory_estimates: estimates,
+    started_at: started.toISOString(),
+    elapsed_s: (Date.now() - started.getTime()) / 1000,
+  };
+}

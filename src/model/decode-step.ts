@@ -1,0 +1,383 @@
+/**
+ * One absorbed decode step of one attention layer against a preallocated, fixed-size cache (design note §2, §4),
+ * arranged so that latent+invrms costs the plain latent step plus one read of its G inverse-RMS numbers per token.
+ *
+ * `attentionDecode` (attention.ts) is the readable reference: it grows the cache by concatenation and computes
+ * the scores as `mul(add(content, positional), factor)` followed by `mul(raw, scale)`, so latent+invrms makes two
+ * more passes over the [H, S] scores than latent does. Here:
+ *   - the per-query numbers (softmax scale, rq, the folded QK-norm weights) multiply the query, never the scores;
+ *   - a latent-kind cache keeps [c(j) ; kpr(j)] side by side in one [S, dc+dr] row block, so content and positional
+ *     scores come out of one matrix product and need no add;
+ *   - the only per-key factor, rk_g(j), multiplies the scores once, broadcast over the group's heads.
+ * So latent: product, transpose, softmax, product. latent+invrms: the same with one broadcasted multiply that
+ * reads G*S extra floats. (Scope `nope` needs the content and positional terms apart, one add more.)
+ *
+ * Layout choices follow the wasm backend, whose matrix products take XNNPACK's fast path only without transposed
+ * operands: weights are stored pre-transposed ([in, out]), the scores are computed as rows · Q^T ([S, H], the
+ * long dimension as the product's rows), and every sequence has its own cache tensors. Sequences are looped.
+ *
+ * Shapes: B sequences, S cached tokens (the new token's own row, appended at O(1) cost, is the last one), H heads,
+ * G key groups, dc latent, dn content head width, dr positional width, dv value head width, D = dc + dr.
+ * Every function expects to run inside the caller's tf.tidy.
+ */
+import * as tf from '@tensorflow/tfjs';
+import { rmsNorm } from './layers';
+import type { Params } from './params';
+import { attentionScale, type ModelSpec } from './spec';
+
+/** One attention layer's weights, rearranged once for decoding. Owned: call `disposeDecodeLayer`. */
+export interface DecodeLayer {
+  spec: ModelSpec;
+  /** x -> q, [d, H*(dn+dr)]; or with query compression the pair [d, dq], [dq, H*(dn+dr)] and its norm weight. */
+  wQT?: tf.Tensor2D;
+  wQAT?: tf.Tensor2D;
+  qANorm?: tf.Tensor1D;
+  wQBT?: tf.Tensor2D;
+  /** x -> [a ; kp], [d, dc+dr], and the latent's RMSNorm weight [dc]: what an append computes for a new token. */
+  wDKVT: tf.Tensor2D;
+  kvNorm: tf.Tensor1D;
+  /** Per head W_UK^h [dn, dc]: moves a content query into latent space. */
+  wUK: tf.Tensor2D[];
+  /** Every head's W_UK^h^T side by side, [dc, H*dn]: explicit content keys of a block of tokens at append time. */
+  wUKAllT: tf.Tensor2D;
+  /** Per head W_UV^h^T [dc, dv]. */
+  wUVT: tf.Tensor2D[];
+  /** [H*dv, d] */
+  wOT: tf.Tensor2D;
+  /** QK-norm weights split into content and positional parts (positional parts only for scope `full`). */
+  qkNorm?: { gqN: tf.Tensor1D; gqP?: tf.Tensor1D; gkN: tf.Tensor1D; gkP?: tf.Tensor1D; foldedContent: tf.Tensor1D };
+}
+
+/** Rearrange one layer's parameters (prefix such as `model.layers.0.self_attn.`) for `absorbedDecodeStep`. */
+export function prepareDecodeLayer(P: Params, pre: string, s: ModelSpec): DecodeLayer {
+  let prepared: DecodeLayer | undefined;
+  // Intermediates (the split weight blocks) are freed by the tidy; what the layer holds is kept.
+  tf.tidy(() => {
+    const keep = <T extends tf.Tensor>(t: T): T => tf.keep(t);
+    const w = P[`${pre}kv_b_proj.weight`].reshape([s.H, s.dn + s.dv, s.dc]); // per-head blocks [kn_h ; v_h]
+    const [wUKAll, wUVAll] = tf.split(w, [s.dn, s.dv], 1) as tf.Tensor3D[]; // [H, dn, dc], [H, dv, dc]
+    const layer: DecodeLayer = {
+      spec: s,
+      wDKVT: keep(P[`${pre}kv_a_proj_with_mqa.weight`].transpose() as tf.Tensor2D),
+      kvNorm: keep(P[`${pre}kv_a_layernorm.weight`].clone() as tf.Tensor1D),
+      wUK: tf.unstack(wUKAll).map((t) => keep(t as tf.Tensor2D)),
+      wUKAllT: keep(wUKAll.reshape([s.H * s.dn, s.dc]).transpose() as tf.Tensor2D),
+      wUVT: tf.unstack(wUVAll).map((t) => keep(t.transpose() as tf.Tensor2D)),
+      wOT: keep(P[`${pre}o_proj.weight`].transpose() as tf.Tensor2D),
+    };
+    if (s.dq > 0) {
+      layer.wQAT = keep(P[`${pre}q_a_proj.weight`].transpose() as tf.Tensor2D);
+      layer.qANorm = keep(P[`${pre}q_a_layernorm.weight`].clone() as tf.Tensor1D);
+      layer.wQBT = keep(P[`${pre}q_b_proj.weight`].transpose() as tf.Tensor2D);
+    } else {
+      layer.wQT = keep(P[`${pre}q_proj.weight`].transpose() as tf.Tensor2D);
+    }
+    if (s.variant === 'qk-norm') {
+      const gq = P[`${pre}q_norm.weight`] as tf.Tensor1D;
+      const gk = P[`${pre}k_norm.weight`] as tf.Tensor1D;
+      const full = s.scope === 'full';
+      const [gqN, gqP] = full ? (tf.split(gq, [s.dn, s.dr]) as tf.Tensor1D[]) : [gq.clone(), undefined];
+      const [gkN, gkP] = full ? (tf.split(gk, [s.dn, s.dr]) as tf.Tensor1D[]) : [gk.clone(), undefined];
+      layer.qkNorm = {
+        gqN: keep(gqN),
+        gqP: gqP && keep(gqP),
+        gkN: keep(gkN),
+        gkP: gkP && keep(gkP),
+        // §4: the static key weight moves to the query side, so the cached latent stays the plain latent.
+        foldedContent: keep(tf.mul(gkN, gqN) as tf.Tensor1D),
+      };
+    }
+    prepared = layer;
+  });
+  return prepared!;
+}
+
+export function disposeDecodeLayer(l: DecodeLayer): void {
+  const q = l.qkNorm;
+  tf.dispose([l.wQT, l.wQAT, l.qANorm, l.wQBT, l.wDKVT, l.kvNorm, ...l.wUK, l.wUKAllT, ...l.wUVT, l.wOT].filter(Boolean) as tf.Tensor[]);
+  if (q) tf.dispose([q.gqN, q.gqP, q.gkN, q.gkP, q.foldedContent].filter(Boolean) as tf.Tensor[]);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Fixed-size caches
+
+/** latent: rows [c ; RoPE_j(kp)]. latent+invrms: rows [c ; RoPE_j(gk_p ⊙ kp)] (scope full) and rk. */
+export interface LatentFixedCache {
+  kind: 'latent' | 'latent+invrms';
+  /** Per sequence [S, dc+dr], one row per token. */
+  rows: tf.Tensor2D[];
+  /** Per sequence [S, G]: token-major, like the [S, H] scores it scales. latent+invrms only. */
+  rk?: tf.Tensor2D[];
+}
+
+/** Explicit keys: normalised (qk-norm) and rotated, per sequence and head, plus the latent for the values. */
+export interface FullKeyFixedCache {
+  kind: 'full-key';
+  /** [sequence][head] -> [S, dn+dr] */
+  keys: tf.Tensor2D[][];
+  /** Per sequence [S, dc] */
+  latent: tf.Tensor2D[];
+}
+
+export type FixedCache = LatentFixedCache | FullKeyFixedCache;
+
+export function fixedCacheLength(cache: FixedCache): number {
+  return cache.kind === 'full-key' ? cache.latent[0].shape[0] : cache.rows[0].shape[0];
+}
+
+export function fixedCacheTensors(cache: FixedCache): tf.Tensor[] {
+  return cache.kind === 'full-key' ? [...cache.keys.flat(), ...cache.latent] : [...cache.rows, ...(cache.rk ?? [])];
+}
+
+export function disposeFixedCache(cache: FixedCache): void {
+  tf.dispose(fixedCacheTensors(cache));
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// RoPE on adjacent pairs (2i, 2i+1), frequency theta^(-2i/dr), the layout of RopeTables (layers.ts). RopeTables.apply
+// separates the pair members with a split along a last axis of size 2, which the wasm backend copies one number at
+// a time (about 0.25 us each: milliseconds per step, seconds per long prefill). Here the pair swap is one product
+// with a fixed signed permutation, and cos/sin come from the host, computed in float64 and rounded once.
+
+/** cos and sin at positions start..start+n-1, each value repeated for both members of its pair: [n, dr] each. */
+function interleavedAngles(dr: number, theta: number, start: number, n: number): { cos: tf.Tensor2D; sin: tf.Tensor2D } {
+  const cos = new Float32Array(n * dr);
+  const sin = new Float32Array(n * dr);
+  for (let t = 0; t < n; t++) {
+    for (let i = 0; i < dr / 2; i++) {
+      const angle = (start + t) * Math.pow(theta, (-2 * i) / dr);
+      cos[t * dr + 2 * i] = cos[t * dr + 2 * i + 1] = Math.cos(angle);
+      sin[t * dr + 2 * i] = sin[t * dr + 2 * i + 1] = Math.sin(angle);
+    }
+  }
+  return { cos: tf.tensor2d(cos, [n, dr]), sin: tf.tensor2d(sin, [n, dr]) };
+}
+
+/** z · M maps each pair (x0, x1) to (-x1, x0). [dr, dr] */
+function pairSwap(dr: number): tf.Tensor2D {
+  const m = new Float32Array(dr * dr);
+  for (let i = 0; i < dr / 2; i++) {
+    m[(2 * i + 1) * dr + 2 * i] = -1;
+    m[2 * i * dr + 2 * i + 1] = 1;
+  }
+  return tf.tensor2d(m, [dr, dr]);
+}
+
+/** Rotate z [..., n, dr] whose rows sit at positions start..start+n-1 (leading axes share the positions). */
+export function rotatePairs(z: tf.Tensor, start: number, theta: number): tf.Tensor {
+  const dr = z.shape[z.rank - 1];
+  const n = z.shape[z.rank - 2];
+  const { cos, sin } = interleavedAngles(dr, theta, start, n); // broadcast over the leading axes
+  const swapped = tf.matMul(z.reshape([-1, dr]) as tf.Tensor2D, pairSwap(dr)).reshape(z.shape);
+  return tf.add(tf.mul(z, cos), tf.mul(swapped, sin));
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Append-time math: what a cache stores for a block of n tokens of one sequence at positions start..start+n-1.
+
+/** The latent of new tokens: [a ; kp] = W_DKV x, c = RMSNorm_kv(a). x [n, d] -> c [n, dc], kp [n, dr]. */
+export function latentOf(l: DecodeLayer, x: tf.Tensor2D): { c: tf.Tensor2D; kp: tf.Tensor2D } {
+  const s = l.spec;
+  const [a, kp] = tf.split(tf.matMul(x, l.wDKVT), [s.dc, s.dr], -1) as tf.Tensor2D[];
+  return { c: rmsNorm(a, l.kvNorm, s.normEps) as tf.Tensor2D, kp };
+}
+
+/** 1/RMS per token and key group of per-head rows z [n, H, w] -> [n, G]. */
+function groupInvRmsRows(z: tf.Tensor3D, s: ModelSpec): tf.Tensor2D {
+  const [n, H, w] = z.shape;
+  const grouped = z.reshape([n, s.G, (H / s.G) * w]);
+  return tf.rsqrt(tf.add(tf.mean(tf.square(grouped), -1), s.qkEps)) as tf.Tensor2D;
+}
+
+/** Explicit un-normalised, un-rotated keys k_h = [W_UK^h c ; kp] of a block: [n, H, dn+dr]. */
+function explicitKeys(l: DecodeLayer, c: tf.Tensor2D, kp: tf.Tensor2D): { kn: tf.Tensor3D; k: tf.Tensor3D } {
+  const s = l.spec;
+  const n = c.shape[0];
+  const kn = tf.matMul(c, l.wUKAllT).reshape([n, s.H, s.dn]) as tf.Tensor3D;
+  const kpHeads = tf.broadcastTo(kp.reshape([n, 1, s.dr]), [n, s.H, s.dr]);
+  return { kn, k: tf.concat([kn, kpHeads], -1) as tf.Tensor3D };
+}
+
+/**
+ * Rows of a latent-kind cache. For latent+invrms the full keys exist only here, long enough to give one inverse
+ * RMS per group (§4); the positional key carries the static weight gk_p for scope `full`.
+ */
+export function latentCacheRows(
+  kind: 'latent' | 'latent+invrms',
+  l: DecodeLayer,
+  c: tf.Tensor2D,
+  kp: tf.Tensor2D,
+  start: number,
+): { rows: tf.Tensor2D; rk?: tf.Tensor2D } {
+  const s = l.spec;
+  if (kind === 'latent') {
+    if (s.variant === 'qk-norm') throw new Error('the plain latent cache cannot apply QK-norm; use latent+invrms');
+    return { rows: tf.concat([c, rotatePairs(kp, start, s.ropeTheta)], -1) as tf.Tensor2D };
+  }
+  if (!l.qkNorm) throw new Error('the latent+invrms cache is for the qk-norm variant');
+  const full = s.scope === 'full';
+  const { kn, k } = explicitKeys(l, c, kp);
+  const rk = groupInvRmsRows(full ? k : kn, s);
+  const kpStored = full ? tf.mul(kp, l.qkNorm.gkP!) : kp;
+  return { rows: tf.concat([c, rotatePairs(kpStored, start, s.ropeTheta)], -1) as tf.Tensor2D, rk };
+}
+
+/** Per-head keys of a full-key cache, normalised as in §3 (qk-norm) and rotated: [H, n, dn+dr]. */
+export function fullKeyCacheRows(l: DecodeLayer, c: tf.Tensor2D, kp: tf.Tensor2D, start: number): tf.Tensor3D {
+  const s = l.spec;
+  const { kn, k } = explicitKeys(l, c, kp);
+  let keys = k;
+  if (l.qkNorm) {
+    const n = c.shape[0];
+    const perHead = (r: tf.Tensor2D) => tf.broadcastTo(r.reshape([n, s.G, 1, 1]), [n, s.G, s.H / s.G, 1]).reshape([n, s.H, 1]);
+    if (s.scope === 'full') {
+      const gk = tf.concat([l.qkNorm.gkN, l.qkNorm.gkP!]);
+      keys = tf.mul(tf.mul(k, perHead(groupInvRmsRows(k, s))), gk) as tf.Tensor3D;
+    } else {
+      const knNormed = tf.mul(tf.mul(kn, perHead(groupInvRmsRows(kn, s))), l.qkNorm.gkN);
+      keys = tf.concat([knNormed, tf.slice(k, [0, 0, s.dn], [-1, -1, s.dr])], -1) as tf.Tensor3D;
+    }
+  }
+  const [content, positional] = tf.split(keys.transpose([1, 0, 2]), [s.dn, s.dr], -1); // [H, n, dn], [H, n, dr]
+  return tf.concat([content, rotatePairs(positional, start, s.ropeTheta)], -1) as tf.Tensor3D;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The step
+
+/** q_h = [qn_h ; qp_h] of B new tokens. x [B, d] -> [B, H, dn+dr]. */
+function projectQuery(l: DecodeLayer, x: tf.Tensor2D): tf.Tensor3D {
+  const s = l.spec;
+  const q = l.wQT ? tf.matMul(x, l.wQT) : tf.matMul(rmsNorm(tf.matMul(x, l.wQAT!), l.qANorm!, s.normEps) as tf.Tensor2D, l.wQBT!);
+  return q.reshape([x.shape[0], s.H, s.dn + s.dr]) as tf.Tensor3D;
+}
+
+/** qa_h = W_UK^h^T qn_h, one small product per head. [B, H, dn] -> [B, H, dc]. */
+function absorbQueries(l: DecodeLayer, qn: tf.Tensor3D): tf.Tensor3D {
+  const perHead = tf.unstack(qn, 1) as tf.Tensor2D[]; // H x [B, dn]
+  return tf.stack(perHead.map((qh, h) => tf.matMul(qh, l.wUK[h])), 1) as tf.Tensor3D;
+}
+
+/** Rotate B new tokens' positional rows [B, H, dr], all at position pos. */
+function rotateAt(z: tf.Tensor3D, pos: number, theta: number): tf.Tensor3D {
+  const [B, H, dr] = z.shape;
+  return rotatePairs(z.reshape([B * H, 1, dr]), pos, theta).reshape([B, H, dr]) as tf.Tensor3D;
+}
+
+/** Broadcast a per-group number [B, G] onto heads: [B, H, 1]. */
+function groupsToHeads(r: tf.Tensor2D, H: number): tf.Tensor3D {
+  const [B, G] = r.shape;
+  return tf.broadcastTo(r.reshape([B, G, 1, 1]), [B, G, H / G, 1]).reshape([B, H, 1]) as tf.Tensor3D;
+}
+
+/** 1/RMS of the query groups. q [B, H, w] -> [B, G]. */
+function queryInvRms(q: tf.Tensor3D, s: ModelSpec): tf.Tensor2D {
+  const [B, H, w] = q.shape;
+  return tf.rsqrt(tf.add(tf.mean(tf.square(q.reshape([B, s.G, (H / s.G) * w])), -1), s.qkEps)) as tf.Tensor2D;
+}
+
+/** u [B, H, dc] -> W_O concat_h(W_UV^h u_h): [B, d]. */
+function outputOf(l: DecodeLayer, u: tf.Tensor3D): tf.Tensor2D {
+  const perHead = tf.unstack(u, 1) as tf.Tensor2D[]; // H x [B, dc]
+  const o = tf.concat(perHead.map((uh, h) => tf.matMul(uh, l.wUVT[h])), -1) as tf.Tensor2D; // [B, H*dv]
+  return tf.matMul(o, l.wOT);
+}
+
+/** Softmax over the keys and the latent-space output of one sequence: scores [H, S], values [S, >= dc] -> [H, dc]. */
+function attendLatent(scores: tf.Tensor2D, values: tf.Tensor2D, dc: number): tf.Tensor2D {
+  const u = tf.matMul(tf.softmax(scores), values); // [H, D]
+  return (u.shape[1] === dc ? u : tf.slice(u, [0, 0], [-1, dc])) as tf.Tensor2D;
+}
+
+/**
+ * One decode step: B new tokens x [B, d], one per sequence, whose own rows are already the cache's last rows
+ * (position S-1). Returns the attention output [B, d]. The cache kind must serve the layer's variant.
+ */
+export function absorbedDecodeStep(l: DecodeLayer, x: tf.Tensor2D, cache: FixedCache): tf.Tensor2D {
+  const s = l.spec;
+  const B = x.shape[0];
+  const S = fixedCacheLength(cache);
+  const pos = S - 1;
+  const scale = attentionScale(s);
+  const q = projectQuery(l, x); // [B, H, dn+dr]
+  const [qn, qp] = tf.split(q, [s.dn, s.dr], -1) as tf.Tensor3D[];
+
+  if (cache.kind === 'full-key') return outputOf(l, fullKeyAttend(l, q, cache, pos, scale));
+  if (cache.kind === 'latent' && l.qkNorm) throw new Error('the plain latent cache cannot apply QK-norm; use latent+invrms');
+  if (cache.kind === 'latent+invrms' && !l.qkNorm) throw new Error('the latent+invrms cache is for the qk-norm variant');
+  if (cache.rows.length !== B) throw new Error(`decode step: ${B} new tokens for a cache of ${cache.rows.length} sequences`);
+
+  // Per-query factors go into the query: scores need no scale pass, and rq never touches [H, S].
+  let contentQ: tf.Tensor3D;
+  let positionalQ: tf.Tensor3D;
+  let contentFactor: tf.Tensor | number = scale;
+  let positionalFactor: tf.Tensor | number = scale;
+  if (cache.kind === 'latent') {
+    contentQ = qn;
+    positionalQ = qp;
+  } else {
+    const g = l.qkNorm!;
+    const full = s.scope === 'full';
+    const rq = groupsToHeads(queryInvRms(full ? q : qn, s), s.H); // [B, H, 1]
+    contentQ = tf.mul(qn, g.foldedContent) as tf.Tensor3D;
+    positionalQ = full ? (tf.mul(qp, g.gqP!) as tf.Tensor3D) : qp;
+    contentFactor = tf.mul(rq, scale);
+    if (full) positionalFactor = contentFactor;
+  }
+  const qa = tf.mul(absorbQueries(l, contentQ), contentFactor) as tf.Tensor3D; // [B, H, dc]
+  const qpr = tf.mul(rotateAt(positionalQ, pos, s.ropeTheta), positionalFactor) as tf.Tensor3D; // [B, H, dr]
+  const separateTerms = cache.kind === 'latent+invrms' && s.scope === 'nope';
+  const hpg = s.H / s.G;
+
+  const us: tf.Tensor2D[] = [];
+  for (let b = 0; b < B; b++) {
+    const rows = cache.rows[b]; // [S, D]
+    const qaB = qa.slice([b, 0, 0], [1, -1, -1]).reshape([s.H, s.dc]);
+    const qprB = qpr.slice([b, 0, 0], [1, -1, -1]).reshape([s.H, s.dr]);
+    let scoresT: tf.Tensor2D; // [S, H]
+    if (!separateTerms) {
+      const queryT = tf.concat([qaB, qprB], -1).transpose() as tf.Tensor2D; // [D, H]
+      scoresT = tf.matMul(rows, queryT);
+      if (cache.kind === 'latent+invrms') {
+        // The one pass latent does not make: rk_g(j) on the scores of group g's heads.
+        scoresT = tf.mul(scoresT.reshape([S, s.G, hpg]), cache.rk![b].reshape([S, s.G, 1])).reshape([S, s.H]) as tf.Tensor2D;
+      }
+    } else {
+      // Scope nope: rq*rk scales the content term only, so the two terms come out side by side: [S, 2H].
+      const zerosP = tf.zeros([s.H, s.dr]);
+      const zerosC = tf.zeros([s.H, s.dc]);
+      const queryT = tf.concat([tf.concat([qaB, zerosP], -1), tf.concat([zerosC, qprB], -1)], 0).transpose() as tf.Tensor2D; // [D, 2H]
+      const [content, positional] = tf.split(tf.matMul(rows, queryT), 2, 1);
+      scoresT = tf.add(tf.mul(content.reshape([S, s.G, hpg]), cache.rk![b].reshape([S, s.G, 1])).reshape([S, s.H]), positional) as tf.Tensor2D;
+    }
+    us.push(attendLatent(scoresT.transpose() as tf.Tensor2D, rows, s.dc));
+  }
+  return outputOf(l, tf.stack(us) as tf.Tensor3D);
+}
+
+/** Full-key scores: one product per head against its own keys; the latent gives the values. Returns u [B, H, dc]. */
+function fullKeyAttend(l: DecodeLayer, q: tf.Tensor3D, cache: FullKeyFixedCache, pos: number, scale: number): tf.Tensor3D {
+  const s = l.spec;
+  const B = q.shape[0];
+  if (cache.keys.length !== B) throw new Error(`decode step: ${B} new tokens for a cache of ${cache.keys.length} sequences`);
+  let normed = q;
+  if (l.qkNorm) {
+    const g = l.qkNorm;
+    if (s.scope === 'full') {
+      normed = tf.mul(tf.mul(q, groupsToHeads(queryInvRms(q, s), s.H)), tf.concat([g.gqN, g.gqP!])) as tf.Tensor3D;
+    } else {
+      const [qn, qp] = tf.split(q, [s.dn, s.dr], -1) as tf.Tensor3D[];
+      normed = tf.concat([tf.mul(tf.mul(qn, groupsToHeads(queryInvRms(qn, s), s.H)), g.gqN), qp], -1) as tf.Tensor3D;
+    }
+  }
+  const [content, positional] = tf.split(normed, [s.dn, s.dr], -1) as tf.Tensor3D[];
+  const query = tf.mul(tf.concat([content, rotateAt(positional, pos, s.ropeTheta)], -1), scale) as tf.Tensor3D; // [B, H, dn+dr]
+  const us: tf.Tensor2D[] = [];
+  for (let b = 0; b < B; b++) {
+    const perHead = tf.unstack(query.slice([b, 0, 0], [1, -1, -1]).reshape([s.H, s.dn + s.dr])) as tf.Tensor1D[];
+    const S = cache.keys[b][0].shape[0];
+    const scores = tf.concat(perHead.map((qh, h) => tf.matMul(cache.keys[b][h], qh.reshape([-1, 1])).reshape([1, S])), 0) as tf.Tensor2D; // [H, S]
+    us.push(attendLatent(scores, cache.latent[b], s.dc));
+  }
+  return tf.stack(us) as tf.Tensor3D;
+}

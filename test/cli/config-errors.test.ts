@@ -1,0 +1,70 @@
+// End-to-end: the built CLI (`npm test` builds dist/ first) on bad configs and `model info`.
+import { spawn } from 'child_process';
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+
+const ROOT = path.resolve(__dirname, '../..');
+const TINY = 'configs/models/tiny.yaml';
+
+beforeAll(() => {
+  for (const f of ['dist/commands/model/info.js', 'dist/commands/verify.js', 'dist/commands/score.js']) {
+    if (!fs.existsSync(path.join(ROOT, f))) throw new Error(`${f} is missing: build first with \`npm run build\` (npm test does it)`);
+  }
+});
+
+function mlactl(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ['bin/run.js', ...args], { cwd: ROOT, env: { ...process.env, NO_COLOR: '1' } });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => (stderr += d));
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+/** Exit code 2 and exactly one line on stderr that matches every pattern. */
+async function expectOneLineError(args: string[], ...patterns: RegExp[]): Promise<void> {
+  const r = await mlactl(args);
+  const lines = r.stderr.split('\n').filter((l) => l.trim() !== '');
+  expect({ code: r.code, lines: lines.length }).toEqual({ code: 2, lines: 1 });
+  for (const p of patterns) expect(lines[0]).toMatch(p);
+}
+
+test('bad configs: exit code 2 and one stderr line naming the key or file', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mlactl-cli-'));
+  const badFile = path.join(dir, 'bad.yaml');
+  fs.writeFileSync(badFile, `extends: ${path.join(ROOT, 'configs/base.yaml')}\nmodel:\n  n_heads: 4\n  qk_norm:\n    groups: 2\n`);
+  await Promise.all([
+    expectOneLineError(['model', 'info', '--config', TINY, '--set', 'model.d_modle=64'], /model\.d_modle/, /unknown key/, /did you mean model\.d_model/),
+    expectOneLineError(['model', 'info', '--config', badFile], /model\.qk_norm\.groups/, /unknown key/, /bad\.yaml:5/),
+    expectOneLineError(['model', 'info', '--config', TINY, '--set', 'model.d_model=wide'], /model\.d_model/, /expected a positive integer/),
+    expectOneLineError(['model', 'info', '--config', TINY, '--set', 'model.qk_rope_head_dim=5'], /model\.qk_rope_head_dim/, /even/),
+    expectOneLineError(['model', 'info', '--config', TINY, '--set', 'model.qk_norm.key_groups=3'], /model\.qk_norm\.key_groups/, /divide model\.n_heads \(4\)/),
+    expectOneLineError(['model', 'info', '--config', 'configs/models/no-such.yaml'], /configs\/models\/no-such\.yaml/, /no such file/),
+  ]);
+  // The commands that build models report their own bad input the same way.
+  await Promise.all([
+    expectOneLineError(['verify', '--backend', 'cpu'], /exactly one of --config FILE or --run DIR/),
+    expectOneLineError(['score', '--run', path.join(dir, 'nothing'), '--text', 'hi', '--backend', 'cpu'], /nothing: no such folder/),
+  ]);
+});
+
+test('model info --json parses and reports the preset by hand', async () => {
+  const r = await mlactl(['model', 'info', '--config', 'configs/models/paper-400m.yaml', '--json']);
+  expect(r.code).toBe(0);
+  const info = JSON.parse(r.stdout);
+  expect(info.name).toBe('paper-400m');
+  expect(info.parameters.total).toBe(393_272_320);
+  expect(info.kv_cache.map((c: { kind: string; bytes_per_token_per_layer: number }) => [c.kind, c.bytes_per_token_per_layer])).toEqual([
+    ['latent', 1152], ['latent+invrms', 1216], ['full-key', 7168],
+  ]);
+  expect(info.flops_per_token.seq_len).toBe(2048);
+
+  const human = await mlactl(['model', 'info', '--config', TINY, '--set', 'model.variant=qk-norm']);
+  expect(human.code).toBe(0);
+  expect(human.stdout).toMatch(/\| total \| \d+ \|/);
+  expect(human.stdout).toContain('| latent (not for qk-norm) |');
+});
