@@ -102,9 +102,11 @@ export function drawContent(l: BenchLayer, S: number, seed: number): LatentConte
   const s = l.spec;
   const B = l.x.shape[0];
   const gain = l.normed.kvNorm.dataSync();
-  const fresh = tf.tidy(() => {
+  // Typed arrays leave tidy through a variable: returned, tidy would walk them element by element.
+  let fresh: Float32Array[] = [];
+  tf.tidy(() => {
     const { c, kp } = latentOf(l.normed, l.x);
-    return [c.dataSync().slice(), kp.dataSync().slice()] as const;
+    fresh = [c.dataSync() as Float32Array, kp.dataSync() as Float32Array];
   });
   const content: LatentContent = { S, c: [], kp: [] };
   for (let b = 0; b < B; b++) {
@@ -152,11 +154,11 @@ export function buildFixedCache(kind: CacheKind, l: BenchLayer, content: LatentC
       const host = Array.from({ length: s.H }, () => new Float32Array(S * dk));
       for (let start = 0; start < S; start += FILL_BLOCK) {
         const n = Math.min(FILL_BLOCK, S - start);
-        const block = tf.tidy(() => {
+        tf.tidy(() => {
           const { c, kp } = blockTensors(content, s, b, start, n);
-          return fullKeyCacheRows(layer, c, kp, start).dataSync(); // [H, n, dk]
+          const block = fullKeyCacheRows(layer, c, kp, start).dataSync(); // [H, n, dk]
+          for (let h = 0; h < s.H; h++) host[h].set(block.subarray(h * n * dk, (h + 1) * n * dk), start * dk);
         });
-        for (let h = 0; h < s.H; h++) host[h].set(block.subarray(h * n * dk, (h + 1) * n * dk), start * dk);
       }
       keys.push(host.map((k) => tf.tensor2d(k, [S, dk])));
       latent.push(tf.tensor2d(content.c[b], [S, s.dc]));
@@ -298,7 +300,10 @@ export function referenceOutputs(l: BenchLayer, content: LatentContent, variants
       const key = new Float64Array(s.H * dk);
       for (let start = 0; start < S; start += FILL_BLOCK) {
         const n = Math.min(FILL_BLOCK, S - start);
-        const kn = tf.tidy(() => tf.matMul(tf.tensor2d(content.c[b].subarray(start * s.dc, (start + n) * s.dc), [n, s.dc]), ukTensor).dataSync());
+        let kn: Float32Array = new Float32Array(0);
+        tf.tidy(() => {
+          kn = tf.matMul(tf.tensor2d(content.c[b].subarray(start * s.dc, (start + n) * s.dc), [n, s.dc]), ukTensor).dataSync() as Float32Array;
+        });
         for (let t = 0; t < n; t++) {
           const j = start + t;
           const angles = ropeAngles(j, s.dr, s.ropeTheta);

@@ -13,7 +13,9 @@ import { UserError } from '../errors';
 import { absorbedDecodeStep, disposeFixedCache, type FixedCache } from '../model/decode-step';
 import { maxRelativeError } from '../model/reference';
 import { CACHE_KINDS, cacheNumbersPerToken, type CacheKind, type ModelSpec } from '../model/spec';
+import { paramInfos } from '../model/params';
 import {
+  ATTENTION_PREFIX,
   buildFixedCache,
   drawContent,
   FILL_BLOCK,
@@ -143,7 +145,8 @@ export function estimateMemory(dims: ModelSpec, S: number, B: number, caches: Ca
   };
   const est: MemoryEstimate = { context: S, caches: {}, work: 0, host: 0, backend: 0, total: 0 };
   for (const k of caches) est.caches[k] = B * S * perToken[k] * BYTES_PER_NUMBER;
-  const weights = 3 * (dims.H * dk * Math.max(dims.d, dims.dq) + dims.dq * dims.d + (D + dims.H * (dims.dn + dims.dv)) * Math.max(dims.d, dims.dc) + dims.d * dims.H * dims.dv);
+  // The layer's parameters, plus the two rearranged copies (plain and qk-norm decode layers).
+  const weights = 3 * paramInfos({ ...dims, L: 1 }).filter((p) => p.name.startsWith(ATTENTION_PREFIX)).reduce((n, p) => n + p.shape.reduce((a, b) => a * b, 1), 0);
   // A step keeps a handful of [H, S] score tensors alive at once (scores, transposed, softmax, the nope split).
   const scores = 6 * B * dims.H * S;
   const fill = 8 * FILL_BLOCK * dims.H * dk;

@@ -36,7 +36,11 @@ export interface DecodeLayer {
   /** x -> [a ; kp], [d, dc+dr], and the latent's RMSNorm weight [dc]: what an append computes for a new token. */
   wDKVT: tf.Tensor2D;
   kvNorm: tf.Tensor1D;
-  /** Per head W_UK^h [dn, dc]: moves a content query into latent space. */
+  /**
+   * Per head W_UK^h [dn, dc]: moves a content query into latent space. For qk-norm its rows carry the static
+   * weights gk_n ⊙ gq_n (§4 folds the key weight into the query side; the query weight can go with it because rq is
+   * taken before either weight applies).
+   */
   wUK: tf.Tensor2D[];
   /** Every head's W_UK^h^T side by side, [dc, H*dn]: explicit content keys of a block of tokens at append time. */
   wUKAllT: tf.Tensor2D;
@@ -45,7 +49,7 @@ export interface DecodeLayer {
   /** [H*dv, d] */
   wOT: tf.Tensor2D;
   /** QK-norm weights split into content and positional parts (positional parts only for scope `full`). */
-  qkNorm?: { gqN: tf.Tensor1D; gqP?: tf.Tensor1D; gkN: tf.Tensor1D; gkP?: tf.Tensor1D; foldedContent: tf.Tensor1D };
+  qkNorm?: { gqN: tf.Tensor1D; gqP?: tf.Tensor1D; gkN: tf.Tensor1D; gkP?: tf.Tensor1D };
 }
 
 /** Rearrange one layer's parameters (prefix such as `model.layers.0.self_attn.`) for `absorbedDecodeStep`. */
@@ -60,7 +64,7 @@ export function prepareDecodeLayer(P: Params, pre: string, s: ModelSpec): Decode
       spec: s,
       wDKVT: keep(P[`${pre}kv_a_proj_with_mqa.weight`].transpose() as tf.Tensor2D),
       kvNorm: keep(P[`${pre}kv_a_layernorm.weight`].clone() as tf.Tensor1D),
-      wUK: tf.unstack(wUKAll).map((t) => keep(t as tf.Tensor2D)),
+      wUK: [],
       wUKAllT: keep(wUKAll.reshape([s.H * s.dn, s.dc]).transpose() as tf.Tensor2D),
       wUVT: tf.unstack(wUVAll).map((t) => keep(t.transpose() as tf.Tensor2D)),
       wOT: keep(P[`${pre}o_proj.weight`].transpose() as tf.Tensor2D),
@@ -78,15 +82,10 @@ export function prepareDecodeLayer(P: Params, pre: string, s: ModelSpec): Decode
       const full = s.scope === 'full';
       const [gqN, gqP] = full ? (tf.split(gq, [s.dn, s.dr]) as tf.Tensor1D[]) : [gq.clone(), undefined];
       const [gkN, gkP] = full ? (tf.split(gk, [s.dn, s.dr]) as tf.Tensor1D[]) : [gk.clone(), undefined];
-      layer.qkNorm = {
-        gqN: keep(gqN),
-        gqP: gqP && keep(gqP),
-        gkN: keep(gkN),
-        gkP: gkP && keep(gkP),
-        // §4: the static key weight moves to the query side, so the cached latent stays the plain latent.
-        foldedContent: keep(tf.mul(gkN, gqN) as tf.Tensor1D),
-      };
+      layer.qkNorm = { gqN: keep(gqN), gqP: gqP && keep(gqP), gkN: keep(gkN), gkP: gkP && keep(gkP) };
     }
+    const absorbing = layer.qkNorm ? tf.mul(wUKAll, tf.mul(layer.qkNorm.gkN, layer.qkNorm.gqN).reshape([1, s.dn, 1])) : wUKAll;
+    layer.wUK = tf.unstack(absorbing).map((t) => keep(t as tf.Tensor2D));
     prepared = layer;
   });
   return prepared!;
@@ -95,7 +94,7 @@ export function prepareDecodeLayer(P: Params, pre: string, s: ModelSpec): Decode
 export function disposeDecodeLayer(l: DecodeLayer): void {
   const q = l.qkNorm;
   tf.dispose([l.wQT, l.wQAT, l.qANorm, l.wQBT, l.wDKVT, l.kvNorm, ...l.wUK, l.wUKAllT, ...l.wUVT, l.wOT].filter(Boolean) as tf.Tensor[]);
-  if (q) tf.dispose([q.gqN, q.gqP, q.gkN, q.gkP, q.foldedContent].filter(Boolean) as tf.Tensor[]);
+  if (q) tf.dispose([q.gqN, q.gqP, q.gkN, q.gkP].filter(Boolean) as tf.Tensor[]);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -307,24 +306,21 @@ export function absorbedDecodeStep(l: DecodeLayer, x: tf.Tensor2D, cache: FixedC
   if (cache.kind === 'latent+invrms' && !l.qkNorm) throw new Error('the latent+invrms cache is for the qk-norm variant');
   if (cache.rows.length !== B) throw new Error(`decode step: ${B} new tokens for a cache of ${cache.rows.length} sequences`);
 
-  // Per-query factors go into the query: scores need no scale pass, and rq never touches [H, S].
-  let contentQ: tf.Tensor3D;
-  let positionalQ: tf.Tensor3D;
+  // Per-query factors go into the query: scores need no scale pass, and rq never touches [H, S]. For qk-norm the
+  // static weights gk_n ⊙ gq_n are already in wUK.
+  let positionalQ = qp;
   let contentFactor: tf.Tensor | number = scale;
   let positionalFactor: tf.Tensor | number = scale;
-  if (cache.kind === 'latent') {
-    contentQ = qn;
-    positionalQ = qp;
-  } else {
-    const g = l.qkNorm!;
+  if (cache.kind === 'latent+invrms') {
     const full = s.scope === 'full';
     const rq = groupsToHeads(queryInvRms(full ? q : qn, s), s.H); // [B, H, 1]
-    contentQ = tf.mul(qn, g.foldedContent) as tf.Tensor3D;
-    positionalQ = full ? (tf.mul(qp, g.gqP!) as tf.Tensor3D) : qp;
     contentFactor = tf.mul(rq, scale);
-    if (full) positionalFactor = contentFactor;
+    if (full) {
+      positionalQ = tf.mul(qp, l.qkNorm!.gqP!) as tf.Tensor3D;
+      positionalFactor = contentFactor;
+    }
   }
-  const qa = tf.mul(absorbQueries(l, contentQ), contentFactor) as tf.Tensor3D; // [B, H, dc]
+  const qa = tf.mul(absorbQueries(l, qn), contentFactor) as tf.Tensor3D; // [B, H, dc]
   const qpr = tf.mul(rotateAt(positionalQ, pos, s.ropeTheta), positionalFactor) as tf.Tensor3D; // [B, H, dr]
   const separateTerms = cache.kind === 'latent+invrms' && s.scope === 'nope';
   const hpg = s.H / s.G;
