@@ -165,25 +165,26 @@ export function buildFixedCache(kind: CacheKind, l: BenchLayer, content: LatentC
     }
     return { kind, keys, latent };
   }
-  const D = s.dc + s.dr;
-  const rows: tf.Tensor2D[] = [];
+  const c: tf.Tensor2D[] = [];
+  const kpr: tf.Tensor2D[] = [];
   const rk: tf.Tensor2D[] = [];
   for (let b = 0; b < B; b++) {
-    const rowsHost = new Float32Array(S * D);
+    const kprHost = new Float32Array(S * s.dr);
     const rkHost = kind === 'latent+invrms' ? new Float32Array(S * s.G) : undefined;
     for (let start = 0; start < S; start += FILL_BLOCK) {
       const n = Math.min(FILL_BLOCK, S - start);
       tf.tidy(() => {
-        const { c, kp } = blockTensors(content, s, b, start, n);
-        const block = latentCacheRows(kind, layer, c, kp, start);
-        rowsHost.set(block.rows.dataSync(), start * D);
-        if (rkHost) rkHost.set(block.rk!.dataSync(), start * s.G);
+        const block = blockTensors(content, s, b, start, n);
+        const stored = latentCacheRows(kind, layer, block.c, block.kp, start);
+        kprHost.set(stored.kpr.dataSync(), start * s.dr);
+        if (rkHost) rkHost.set(stored.rk!.dataSync(), start * s.G);
       });
     }
-    rows.push(tf.tensor2d(rowsHost, [S, D]));
+    c.push(tf.tensor2d(content.c[b], [S, s.dc]));
+    kpr.push(tf.tensor2d(kprHost, [S, s.dr]));
     if (rkHost) rk.push(tf.tensor2d(rkHost, [S, s.G]));
   }
-  return kind === 'latent+invrms' ? { kind, rows, rk } : { kind, rows };
+  return kind === 'latent+invrms' ? { kind, c, kpr, rk } : { kind, c, kpr };
 }
 
 // ---------------------------------------------------------------------------------------------------------------

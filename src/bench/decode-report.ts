@@ -119,8 +119,42 @@ export function describeRun(r: DecodeBenchResult): string {
 
 export function decodePlotSpec(r: DecodeBenchResult): object {
   const values = r.rows.map((row) => ({ context: row.context, cache: row.cache, median: row.median_ms, p10: row.p10_ms, p90: row.p90_ms }));
-  const x = { field: 'context', type: 'quantitative', title: 'context (cached tokens)', scale: { type: 'log', base: 2 }, axis: { format: '~s' } };
+  // One x scale for both panels: the measured contexts, log 2.
+  const contexts = [...new Set(r.rows.map((row) => row.context))];
+  // Ticks at the measured contexts, labelled as on the command line (64k, not 65.536k).
+  const labelExpr = "datum.value % 1048576 == 0 ? datum.value / 1048576 + 'm' : datum.value % 1024 == 0 ? datum.value / 1024 + 'k' : datum.value";
+  const x = { field: 'context', type: 'quantitative', title: 'context (cached tokens)', scale: { type: 'log', base: 2 }, axis: { values: contexts, labelExpr } };
   const color = { field: 'cache', type: 'nominal', title: 'cache', scale: { domain: CACHE_KINDS.filter((k) => r.rows.some((row) => row.cache === k)), scheme: 'tableau10' } };
+  const latency = {
+    width: 560,
+    height: 300,
+    data: { values },
+    layer: [
+      { mark: { type: 'rule', strokeWidth: 2 }, encoding: { x, y: { field: 'p10', type: 'quantitative' }, y2: { field: 'p90' }, color } },
+      {
+        mark: { type: 'line', point: true },
+        encoding: { x, y: { field: 'median', type: 'quantitative', title: 'ms per decode step', scale: { type: 'log', nice: false, padding: 12 } }, color },
+      },
+    ],
+  };
+  const charts: object[] = [latency];
+  if (r.ratios.length) {
+    const ratioValues = r.ratios.map((q) => ({ context: q.context, ratio: q.invrms_over_latent }));
+    const limits = [{ y: 1, what: 'equal' }, { y: 1.02, what: '2% overhead' }];
+    charts.push({
+      width: 560,
+      height: 140,
+      title: { text: 'latent+invrms / latent (median ms)', fontSize: 12 },
+      layer: [
+        { data: { values: limits }, mark: { type: 'rule', strokeDash: [4, 3], color: '#999' }, encoding: { y: { field: 'y', type: 'quantitative' } } },
+        {
+          data: { values: ratioValues },
+          mark: { type: 'line', point: true, color: '#f58518' },
+          encoding: { x, y: { field: 'ratio', type: 'quantitative', title: 'ratio', scale: { zero: false, padding: 12 } } },
+        },
+      ],
+    });
+  }
   return {
     $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
     title: { text: 'Decode step of one attention layer', subtitle: [describeRun(r), `median of ${r.repeats} interleaved steps; bars span p10 to p90`] },
@@ -131,13 +165,7 @@ export function decodePlotSpec(r: DecodeBenchResult): object {
       legend: { labelFontSize: 11, titleFontSize: 12 },
       title: { fontSize: 15, anchor: 'start', subtitleFontSize: 11, subtitleColor: '#555' },
     },
-    width: 560,
-    height: 340,
-    data: { values },
-    layer: [
-      { mark: { type: 'rule', strokeWidth: 2 }, encoding: { x, y: { field: 'p10', type: 'quantitative' }, y2: { field: 'p90' }, color } },
-      { mark: { type: 'line', point: true }, encoding: { x, y: { field: 'median', type: 'quantitative', title: 'ms per decode step', scale: { type: 'log' } }, color } },
-    ],
+    vconcat: charts,
   };
 }
 

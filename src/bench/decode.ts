@@ -24,6 +24,8 @@ import {
   referenceOutputs,
   referenceVariantOf,
   type BenchLayer,
+  type LatentContent,
+  type ReferenceVariant,
 } from './decode-context';
 import { quantile } from './stats';
 
@@ -132,16 +134,17 @@ export interface MemoryEstimate {
 
 /**
  * Peak bytes of one context. XNNPACK (wasm) packs the right-hand matrix of a product into its own buffer and
- * keeps it with the operator, so the matrix the values read ([c ; kpr], or c for full-key) exists twice there.
+ * keeps it with the operator, so the latent c that the values product reads exists twice there.
  */
 export function estimateMemory(dims: ModelSpec, S: number, B: number, caches: CacheKind[], backendName: string): MemoryEstimate {
   const packed = backendName === 'wasm';
   const D = dims.dc + dims.dr;
   const dk = dims.dn + dims.dr;
+  const copy = packed ? dims.dc : 0;
   const perToken: Record<CacheKind, number> = {
-    latent: D + (packed ? D : 0),
-    'latent+invrms': D + dims.G + (packed ? D : 0),
-    'full-key': dims.H * dk + dims.dc + (packed ? dims.dc : 0),
+    latent: D + copy,
+    'latent+invrms': D + dims.G + copy,
+    'full-key': dims.H * dk + dims.dc + copy,
   };
   const est: MemoryEstimate = { context: S, caches: {}, work: 0, host: 0, backend: 0, total: 0 };
   for (const k of caches) est.caches[k] = B * S * perToken[k] * BYTES_PER_NUMBER;
@@ -271,18 +274,97 @@ async function timeStep(l: BenchLayer, kind: CacheKind, cache: FixedCache): Prom
   return { wall, cpu: (cpu.user + cpu.system) / 1000 };
 }
 
+type Timings = Map<CacheKind, { wall: number[]; cpu: number[] }>;
+
+/** Fill every cache from the same history; returns them with their fill times. */
+function fillCaches(layer: BenchLayer, content: LatentContent, opts: DecodeBenchOptions, log: (l: string) => void) {
+  const caches = new Map<CacheKind, FixedCache>();
+  const prefillMs = new Map<CacheKind, number>();
+  for (const kind of opts.caches) {
+    const t0 = performance.now();
+    const cache = buildFixedCache(kind, layer, content);
+    prefillMs.set(kind, performance.now() - t0);
+    caches.set(kind, cache);
+    opts.tamper?.(kind, cache);
+    log(`${kind} cache filled in ${(prefillMs.get(kind)! / 1000).toFixed(2)} s`);
+  }
+  return { caches, prefillMs };
+}
+
+/** Every cache's step must give its variant's reference output; returns each relative error. */
+async function checkCaches(layer: BenchLayer, caches: Map<CacheKind, FixedCache>, reference: Map<ReferenceVariant, Float64Array>, tolerance: number, label: string) {
+  const errors = new Map<CacheKind, number>();
+  for (const [kind, cache] of caches) {
+    const got = tf.tidy(() => absorbedDecodeStep(layerFor(layer, kind), layer.x, cache));
+    const err = maxRelativeError(await got.data(), reference.get(referenceVariantOf(kind))!);
+    got.dispose();
+    errors.set(kind, err);
+    if (!(err <= tolerance)) {
+      throw new DecodeCheckError(
+        `context ${label}: the ${kind} cache gives a different attention output (relative error ${err.toExponential(2)} > ${tolerance}); its contents or its decode step are wrong, so no timing was taken`,
+      );
+    }
+  }
+  return errors;
+}
+
+/** Warm-up, then `repeats` rounds of one step per cache, round-robin with a rotating start. */
+async function timeInterleaved(layer: BenchLayer, caches: Map<CacheKind, FixedCache>, repeats: number, warmup: number): Promise<Timings> {
+  const kinds = [...caches.keys()];
+  for (let w = 0; w < warmup; w++) for (const kind of kinds) await timeStep(layer, kind, caches.get(kind)!);
+  const timings: Timings = new Map(kinds.map((k) => [k, { wall: [], cpu: [] }]));
+  for (let r = 0; r < repeats; r++) {
+    // No kind always runs first, or always right after the slowest one.
+    for (let i = 0; i < kinds.length; i++) {
+      const kind = kinds[(i + r) % kinds.length];
+      const t = await timeStep(layer, kind, caches.get(kind)!);
+      timings.get(kind)!.wall.push(t.wall);
+      timings.get(kind)!.cpu.push(t.cpu);
+    }
+  }
+  return timings;
+}
+
+function summarise(S: number, B: number, dims: ModelSpec, timings: Timings, prefillMs: Map<CacheKind, number>, errors: Map<CacheKind, number>) {
+  const latent = timings.get('latent');
+  const invrms = timings.get('latent+invrms');
+  const latentMedian = latent ? median(latent.wall) : null;
+  const rows: DecodeBenchRow[] = [...timings].map(([kind, t]) => ({
+    context: S,
+    cache: kind,
+    bytes_per_token_per_layer: bytesPerTokenPerLayer(dims, kind),
+    cache_total_bytes: B * S * bytesPerTokenPerLayer(dims, kind),
+    prefill_ms: prefillMs.get(kind)!,
+    median_ms: median(t.wall),
+    p10_ms: quantile(t.wall, 0.1),
+    p90_ms: quantile(t.wall, 0.9),
+    median_cpu_ms: median(t.cpu),
+    check_rel_err: errors.get(kind)!,
+    ratio_to_latent: latentMedian ? median(t.wall) / latentMedian : null,
+    samples_ms: t.wall,
+  }));
+  const ratio: DecodeRatio | null =
+    latent && invrms
+      ? {
+          context: S,
+          invrms_over_latent: median(invrms.wall) / median(latent.wall),
+          invrms_over_latent_paired: median(invrms.wall.map((v, i) => v / latent.wall[i])),
+          invrms_over_latent_cpu: median(invrms.cpu) / median(latent.cpu),
+        }
+      : null;
+  return { rows, ratio };
+}
+
 export async function runDecodeBench(opts: DecodeBenchOptions): Promise<DecodeBenchResult> {
   const started = new Date();
-  const log = opts.log ?? (() => undefined);
   const tolerance = opts.tolerance ?? CHECK_TOLERANCE;
-  const kinds = opts.caches;
-  if (kinds.length === 0) throw new UserError('--caches: empty list');
+  if (opts.caches.length === 0) throw new UserError('--caches: empty list');
   if (!Number.isInteger(opts.batch) || opts.batch < 1) throw new UserError(`--batch: must be a positive integer, got ${opts.batch}`);
   if (!Number.isInteger(opts.repeats) || opts.repeats < 1) throw new UserError(`--repeats: must be a positive integer, got ${opts.repeats}`);
   const dims = opts.dims;
   if (dims.H % dims.G !== 0) throw new UserError(`key groups ${dims.G} do not divide ${dims.H} heads`);
   if (dims.dr % 2 !== 0) throw new UserError(`qk_rope_head_dim ${dims.dr} must be even (RoPE rotates pairs)`);
-  const estimates = checkMemory(dims, opts.contexts, opts.batch, kinds, opts.backend.name, opts.maxMemory);
+  const estimates = checkMemory(dims, opts.contexts, opts.batch, opts.caches, opts.backend.name, opts.maxMemory);
 
   const layer = makeBenchLayer(dims, opts.batch, opts.seed);
   const rows: DecodeBenchRow[] = [];
@@ -290,83 +372,21 @@ export async function runDecodeBench(opts: DecodeBenchOptions): Promise<DecodeBe
   try {
     for (const S of opts.contexts) {
       const label = formatContext(S);
-      log(`context ${label}: drawing ${S} tokens x ${opts.batch} sequence(s)`);
-      let content: ReturnType<typeof drawContent> | null = drawContent(layer, S, opts.seed);
-      const caches = new Map<CacheKind, FixedCache>();
-      const prefill = new Map<CacheKind, number>();
-      const errors = new Map<CacheKind, number>();
+      const log = (line: string) => opts.log?.(`context ${label}: ${line}`);
+      log(`drawing ${S} tokens x ${opts.batch} sequence(s)`);
+      const content = drawContent(layer, S, opts.seed);
+      const { caches, prefillMs } = fillCaches(layer, content, opts, log);
       try {
-        for (const kind of kinds) {
-          const t0 = performance.now();
-          const cache = buildFixedCache(kind, layer, content);
-          prefill.set(kind, performance.now() - t0);
-          caches.set(kind, cache);
-          opts.tamper?.(kind, cache);
-          log(`context ${label}: ${kind} cache filled in ${(prefill.get(kind)! / 1000).toFixed(2)} s`);
-        }
-        const variants = [...new Set(kinds.map(referenceVariantOf))];
         const t0 = performance.now();
-        const reference = referenceOutputs(layer, content, variants);
-        content = null; // the history is in the caches now; let its host arrays go before timing
-        log(`context ${label}: float64 reference in ${((performance.now() - t0) / 1000).toFixed(2)} s`);
-
-        // Before any timing: every cache must give its variant's reference output.
-        for (const kind of kinds) {
-          const got = tf.tidy(() => absorbedDecodeStep(layerFor(layer, kind), layer.x, caches.get(kind)!));
-          const err = maxRelativeError(await got.data(), reference.get(referenceVariantOf(kind))!);
-          got.dispose();
-          errors.set(kind, err);
-          if (!(err <= tolerance)) {
-            throw new DecodeCheckError(
-              `context ${label}: the ${kind} cache gives a different attention output (relative error ${err.toExponential(2)} > ${tolerance}); its contents or its decode step are wrong, so no timing was taken`,
-            );
-          }
-        }
-        log(`context ${label}: outputs agree (${kinds.map((k) => `${k} ${errors.get(k)!.toExponential(1)}`).join(', ')}); timing`);
-
-        for (let w = 0; w < opts.warmup; w++) for (const kind of kinds) await timeStep(layer, kind, caches.get(kind)!);
-        const wall = new Map<CacheKind, number[]>(kinds.map((k) => [k, []]));
-        const cpu = new Map<CacheKind, number[]>(kinds.map((k) => [k, []]));
-        for (let r = 0; r < opts.repeats; r++) {
-          // Round-robin with a rotating start: no kind always runs first, or always right after the slowest.
-          for (let i = 0; i < kinds.length; i++) {
-            const kind = kinds[(i + r) % kinds.length];
-            const t = await timeStep(layer, kind, caches.get(kind)!);
-            wall.get(kind)!.push(t.wall);
-            cpu.get(kind)!.push(t.cpu);
-          }
-        }
-
-        const latentMedian = wall.has('latent') ? median(wall.get('latent')!) : null;
-        for (const kind of kinds) {
-          const samples = wall.get(kind)!;
-          const m = median(samples);
-          rows.push({
-            context: S,
-            cache: kind,
-            bytes_per_token_per_layer: bytesPerTokenPerLayer(dims, kind),
-            cache_total_bytes: opts.batch * S * bytesPerTokenPerLayer(dims, kind),
-            prefill_ms: prefill.get(kind)!,
-            median_ms: m,
-            p10_ms: quantile(samples, 0.1),
-            p90_ms: quantile(samples, 0.9),
-            median_cpu_ms: median(cpu.get(kind)!),
-            check_rel_err: errors.get(kind)!,
-            ratio_to_latent: latentMedian ? m / latentMedian : null,
-            samples_ms: samples,
-          });
-        }
-        if (wall.has('latent') && wall.has('latent+invrms')) {
-          const a = wall.get('latent+invrms')!;
-          const b = wall.get('latent')!;
-          ratios.push({
-            context: S,
-            invrms_over_latent: median(a) / median(b),
-            invrms_over_latent_paired: median(a.map((v, i) => v / b[i])),
-            invrms_over_latent_cpu: median(cpu.get('latent+invrms')!) / median(cpu.get('latent')!),
-          });
-        }
-        log(`context ${label}: ${kinds.map((k) => `${k} ${median(wall.get(k)!).toFixed(2)} ms`).join(', ')}`);
+        const reference = referenceOutputs(layer, content, [...new Set(opts.caches.map(referenceVariantOf))]);
+        log(`float64 reference in ${((performance.now() - t0) / 1000).toFixed(2)} s`);
+        const errors = await checkCaches(layer, caches, reference, tolerance, label);
+        log(`outputs agree (${[...errors].map(([k, e]) => `${k} ${e.toExponential(1)}`).join(', ')}); timing`);
+        const timings = await timeInterleaved(layer, caches, opts.repeats, opts.warmup);
+        const summary = summarise(S, opts.batch, dims, timings, prefillMs, errors);
+        rows.push(...summary.rows);
+        if (summary.ratio) ratios.push(summary.ratio);
+        log(summary.rows.map((row) => `${row.cache} ${row.median_ms.toFixed(2)} ms`).join(', '));
       } finally {
         for (const cache of caches.values()) disposeFixedCache(cache);
       }

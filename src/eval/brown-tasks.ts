@@ -146,6 +146,16 @@ export function generateBrownCloze(testDocs: readonly BrownDoc[], seed: number, 
 }
 
 /** Sentences long enough to carry meaning and short enough to keep items compact. */
+/**
+ * Choices are at most NEXT_SENTENCE_MAX_CHARS characters, so that with the byte tokenizer a choice plus some context
+ * fits the demo model's 256-token window (a longer continuation could not be scored at all).
+ */
+export const NEXT_SENTENCE_MAX_CHARS = 160;
+
+function fitsChoice(tokens: readonly TaggedWord[]): boolean {
+  return isUsableSentence(tokens) && prose(tokens).length <= NEXT_SENTENCE_MAX_CHARS;
+}
+
 function isUsableSentence(tokens: readonly TaggedWord[]): boolean {
   return tokens.length >= 4 && tokens.length <= 60 && !isHeadline(tokens);
 }
@@ -161,14 +171,14 @@ export function generateBrownNextSentence(testDocs: readonly BrownDoc[], seed: n
   for (const doc of testDocs) {
     const list = sentencesByGenre.get(doc.genre) ?? [];
     doc.sentences.forEach((tokens, sentence) => {
-      if (isUsableSentence(tokens)) list.push({ text: prose(tokens), ref: { docId: doc.id, sentence } });
+      if (fitsChoice(tokens)) list.push({ text: prose(tokens), ref: { docId: doc.id, sentence } });
     });
     sentencesByGenre.set(doc.genre, list);
   }
   const windows: { doc: BrownDoc; first: number }[] = [];
   for (const doc of testDocs) {
     for (let first = 0; first + 2 < doc.sentences.length; first++) {
-      if ([0, 1, 2].every((k) => isUsableSentence(doc.sentences[first + k]))) windows.push({ doc, first });
+      if ([0, 1].every((k) => isUsableSentence(doc.sentences[first + k])) && fitsChoice(doc.sentences[first + 2])) windows.push({ doc, first });
     }
   }
   rng.shuffle(windows);

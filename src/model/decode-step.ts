@@ -4,20 +4,20 @@
  *
  * `attentionDecode` (attention.ts) is the readable reference: it grows the cache by concatenation and computes
  * the scores as `mul(add(content, positional), factor)` followed by `mul(raw, scale)`, so latent+invrms makes two
- * more passes over the [H, S] scores than latent does. Here:
- *   - the per-query numbers (softmax scale, rq, the folded QK-norm weights) multiply the query, never the scores;
- *   - a latent-kind cache keeps [c(j) ; kpr(j)] side by side in one [S, dc+dr] row block, so content and positional
- *     scores come out of one matrix product and need no add;
+ * more passes over the [H, S] scores than latent does (one of them over a [B, G, 1, n, S] factor tensor). Here:
+ *   - the per-query numbers (softmax scale, rq, the static QK-norm weights) go into the query, never the scores;
  *   - the only per-key factor, rk_g(j), multiplies the scores once, broadcast over the group's heads.
- * So latent: product, transpose, softmax, product. latent+invrms: the same with one broadcasted multiply that
- * reads G*S extra floats. (Scope `nope` needs the content and positional terms apart, one add more.)
+ * So latent: content and positional products, their sum, transpose, softmax, values product. latent+invrms: the
+ * same and one broadcasted multiply, which reads G*S extra floats.
  *
  * Layout choices follow the wasm backend, whose matrix products take XNNPACK's fast path only without transposed
- * operands: weights are stored pre-transposed ([in, out]), the scores are computed as rows · Q^T ([S, H], the
- * long dimension as the product's rows), and every sequence has its own cache tensors. Sequences are looped.
+ * operands: weights are stored pre-transposed ([in, out]), the scores are computed as c · Q^T ([S, H], the long
+ * dimension as the product's rows), and every sequence has its own cache tensors. Sequences are looped. Keeping c
+ * and kpr apart (as LayerCacheState does) costs one add but lets the values product read only c: measured 5%
+ * faster than one [S, dc+dr] block whose positional columns the values product would read for nothing.
  *
  * Shapes: B sequences, S cached tokens (the new token's own row, appended at O(1) cost, is the last one), H heads,
- * G key groups, dc latent, dn content head width, dr positional width, dv value head width, D = dc + dr.
+ * G key groups, dc latent, dn content head width, dr positional width, dv value head width.
  * Every function expects to run inside the caller's tf.tidy.
  */
 import * as tf from '@tensorflow/tfjs';
@@ -100,11 +100,13 @@ export function disposeDecodeLayer(l: DecodeLayer): void {
 // ---------------------------------------------------------------------------------------------------------------
 // Fixed-size caches
 
-/** latent: rows [c ; RoPE_j(kp)]. latent+invrms: rows [c ; RoPE_j(gk_p ⊙ kp)] (scope full) and rk. */
+/** latent: c and kpr = RoPE_j(kp). latent+invrms: c, kpr = RoPE_j(gk_p ⊙ kp) (scope full) and rk. */
 export interface LatentFixedCache {
   kind: 'latent' | 'latent+invrms';
-  /** Per sequence [S, dc+dr], one row per token. */
-  rows: tf.Tensor2D[];
+  /** Per sequence [S, dc] */
+  c: tf.Tensor2D[];
+  /** Per sequence [S, dr] */
+  kpr: tf.Tensor2D[];
   /** Per sequence [S, G]: token-major, like the [S, H] scores it scales. latent+invrms only. */
   rk?: tf.Tensor2D[];
 }
@@ -121,11 +123,11 @@ export interface FullKeyFixedCache {
 export type FixedCache = LatentFixedCache | FullKeyFixedCache;
 
 export function fixedCacheLength(cache: FixedCache): number {
-  return cache.kind === 'full-key' ? cache.latent[0].shape[0] : cache.rows[0].shape[0];
+  return cache.kind === 'full-key' ? cache.latent[0].shape[0] : cache.c[0].shape[0];
 }
 
 export function fixedCacheTensors(cache: FixedCache): tf.Tensor[] {
-  return cache.kind === 'full-key' ? [...cache.keys.flat(), ...cache.latent] : [...cache.rows, ...(cache.rk ?? [])];
+  return cache.kind === 'full-key' ? [...cache.keys.flat(), ...cache.latent] : [...cache.c, ...cache.kpr, ...(cache.rk ?? [])];
 }
 
 export function disposeFixedCache(cache: FixedCache): void {
@@ -198,8 +200,9 @@ function explicitKeys(l: DecodeLayer, c: tf.Tensor2D, kp: tf.Tensor2D): { kn: tf
 }
 
 /**
- * Rows of a latent-kind cache. For latent+invrms the full keys exist only here, long enough to give one inverse
- * RMS per group (§4); the positional key carries the static weight gk_p for scope `full`.
+ * What a latent-kind cache stores for a block: the rotated shared key, and for latent+invrms the inverse key RMS.
+ * Its full keys exist only here, long enough to give one number per group (§4); the positional key carries the
+ * static weight gk_p for scope `full`. The latent c itself is stored as it is.
  */
 export function latentCacheRows(
   kind: 'latent' | 'latent+invrms',
@@ -207,18 +210,17 @@ export function latentCacheRows(
   c: tf.Tensor2D,
   kp: tf.Tensor2D,
   start: number,
-): { rows: tf.Tensor2D; rk?: tf.Tensor2D } {
+): { kpr: tf.Tensor2D; rk?: tf.Tensor2D } {
   const s = l.spec;
   if (kind === 'latent') {
     if (s.variant === 'qk-norm') throw new Error('the plain latent cache cannot apply QK-norm; use latent+invrms');
-    return { rows: tf.concat([c, rotatePairs(kp, start, s.ropeTheta)], -1) as tf.Tensor2D };
+    return { kpr: rotatePairs(kp, start, s.ropeTheta) as tf.Tensor2D };
   }
   if (!l.qkNorm) throw new Error('the latent+invrms cache is for the qk-norm variant');
   const full = s.scope === 'full';
   const { kn, k } = explicitKeys(l, c, kp);
   const rk = groupInvRmsRows(full ? k : kn, s);
-  const kpStored = full ? tf.mul(kp, l.qkNorm.gkP!) : kp;
-  return { rows: tf.concat([c, rotatePairs(kpStored, start, s.ropeTheta)], -1) as tf.Tensor2D, rk };
+  return { kpr: rotatePairs(full ? tf.mul(kp, l.qkNorm.gkP!) : kp, start, s.ropeTheta) as tf.Tensor2D, rk };
 }
 
 /** Per-head keys of a full-key cache, normalised as in §3 (qk-norm) and rotated: [H, n, dn+dr]. */
@@ -282,12 +284,6 @@ function outputOf(l: DecodeLayer, u: tf.Tensor3D): tf.Tensor2D {
   return tf.matMul(o, l.wOT);
 }
 
-/** Softmax over the keys and the latent-space output of one sequence: scores [H, S], values [S, >= dc] -> [H, dc]. */
-function attendLatent(scores: tf.Tensor2D, values: tf.Tensor2D, dc: number): tf.Tensor2D {
-  const u = tf.matMul(tf.softmax(scores), values); // [H, D]
-  return (u.shape[1] === dc ? u : tf.slice(u, [0, 0], [-1, dc])) as tf.Tensor2D;
-}
-
 /**
  * One decode step: B new tokens x [B, d], one per sequence, whose own rows are already the cache's last rows
  * (position S-1). Returns the attention output [B, d]. The cache kind must serve the layer's variant.
@@ -304,7 +300,7 @@ export function absorbedDecodeStep(l: DecodeLayer, x: tf.Tensor2D, cache: FixedC
   if (cache.kind === 'full-key') return outputOf(l, fullKeyAttend(l, q, cache, pos, scale));
   if (cache.kind === 'latent' && l.qkNorm) throw new Error('the plain latent cache cannot apply QK-norm; use latent+invrms');
   if (cache.kind === 'latent+invrms' && !l.qkNorm) throw new Error('the latent+invrms cache is for the qk-norm variant');
-  if (cache.rows.length !== B) throw new Error(`decode step: ${B} new tokens for a cache of ${cache.rows.length} sequences`);
+  if (cache.c.length !== B) throw new Error(`decode step: ${B} new tokens for a cache of ${cache.c.length} sequences`);
 
   // Per-query factors go into the query: scores need no scale pass, and rq never touches [H, S]. For qk-norm the
   // static weights gk_n ⊙ gq_n are already in wUK.
@@ -322,31 +318,29 @@ export function absorbedDecodeStep(l: DecodeLayer, x: tf.Tensor2D, cache: FixedC
   }
   const qa = tf.mul(absorbQueries(l, qn), contentFactor) as tf.Tensor3D; // [B, H, dc]
   const qpr = tf.mul(rotateAt(positionalQ, pos, s.ropeTheta), positionalFactor) as tf.Tensor3D; // [B, H, dr]
-  const separateTerms = cache.kind === 'latent+invrms' && s.scope === 'nope';
+  const scaleContentOnly = cache.kind === 'latent+invrms' && s.scope === 'nope';
   const hpg = s.H / s.G;
 
   const us: tf.Tensor2D[] = [];
   for (let b = 0; b < B; b++) {
-    const rows = cache.rows[b]; // [S, D]
-    const qaB = qa.slice([b, 0, 0], [1, -1, -1]).reshape([s.H, s.dc]);
-    const qprB = qpr.slice([b, 0, 0], [1, -1, -1]).reshape([s.H, s.dr]);
+    const qaT = qa.slice([b, 0, 0], [1, -1, -1]).reshape([s.H, s.dc]).transpose() as tf.Tensor2D; // [dc, H]
+    const qprT = qpr.slice([b, 0, 0], [1, -1, -1]).reshape([s.H, s.dr]).transpose() as tf.Tensor2D; // [dr, H]
+    const content = tf.matMul(cache.c[b], qaT); // [S, H]
+    const positional = tf.matMul(cache.kpr[b], qprT); // [S, H]
     let scoresT: tf.Tensor2D; // [S, H]
-    if (!separateTerms) {
-      const queryT = tf.concat([qaB, qprB], -1).transpose() as tf.Tensor2D; // [D, H]
-      scoresT = tf.matMul(rows, queryT);
-      if (cache.kind === 'latent+invrms') {
-        // The one pass latent does not make: rk_g(j) on the scores of group g's heads.
-        scoresT = tf.mul(scoresT.reshape([S, s.G, hpg]), cache.rk![b].reshape([S, s.G, 1])).reshape([S, s.H]) as tf.Tensor2D;
-      }
+    if (cache.kind === 'latent') {
+      scoresT = tf.add(content, positional);
     } else {
-      // Scope nope: rq*rk scales the content term only, so the two terms come out side by side: [S, 2H].
-      const zerosP = tf.zeros([s.H, s.dr]);
-      const zerosC = tf.zeros([s.H, s.dc]);
-      const queryT = tf.concat([tf.concat([qaB, zerosP], -1), tf.concat([zerosC, qprB], -1)], 0).transpose() as tf.Tensor2D; // [D, 2H]
-      const [content, positional] = tf.split(tf.matMul(rows, queryT), 2, 1);
-      scoresT = tf.add(tf.mul(content.reshape([S, s.G, hpg]), cache.rk![b].reshape([S, s.G, 1])).reshape([S, s.H]), positional) as tf.Tensor2D;
+      // The one pass latent does not make: rk_g(j) on the scores of group g's heads (on the content term only for
+      // scope nope, where the positional slices are not normalised).
+      const rk = cache.rk![b].reshape([S, s.G, 1]);
+      const byGroup = (z: tf.Tensor) => z.reshape([S, s.G, hpg]);
+      scoresT = (
+        scaleContentOnly ? tf.add(tf.mul(byGroup(content), rk), byGroup(positional)) : tf.mul(byGroup(tf.add(content, positional)), rk)
+      ).reshape([S, s.H]) as tf.Tensor2D;
     }
-    us.push(attendLatent(scoresT.transpose() as tf.Tensor2D, rows, s.dc));
+    const p = tf.softmax(scoresT.transpose()); // [H, S]
+    us.push(tf.matMul(p, cache.c[b])); // [H, dc]
   }
   return outputOf(l, tf.stack(us) as tf.Tensor3D);
 }
@@ -373,7 +367,7 @@ function fullKeyAttend(l: DecodeLayer, q: tf.Tensor3D, cache: FullKeyFixedCache,
     const perHead = tf.unstack(query.slice([b, 0, 0], [1, -1, -1]).reshape([s.H, s.dn + s.dr])) as tf.Tensor1D[];
     const S = cache.keys[b][0].shape[0];
     const scores = tf.concat(perHead.map((qh, h) => tf.matMul(cache.keys[b][h], qh.reshape([-1, 1])).reshape([1, S])), 0) as tf.Tensor2D; // [H, S]
-    us.push(attendLatent(scores, cache.latent[b], s.dc));
+    us.push(tf.matMul(tf.softmax(scores), cache.latent[b])); // [H, dc]
   }
   return tf.stack(us) as tf.Tensor3D;
 }

@@ -114,6 +114,11 @@ export function loadRunModel(runDirOrCkpt: string, opts: { step?: number } = {})
 export interface TfScoringOptions {
   /** Sequences per forward pass. The logits of one pass take batchSize x length x vocab floats. */
   batchSize?: number;
+  /**
+   * Longest sequence scored (default: the model's max_seq_len). Evaluation passes the training window: positions
+   * past it were never trained, and attention cost grows with the square of the length.
+   */
+  maxSeqLen?: number;
 }
 
 export const DEFAULT_SCORING_BATCH_SIZE = 8;
@@ -131,7 +136,7 @@ export class TfScoringModel implements ScoringModel {
     private readonly model: { spec: ModelSpec; params: Params; rope: RopeTables; tokenizer: Tokenizer },
     opts: TfScoringOptions = {},
   ) {
-    this.maxSeqLen = model.spec.maxSeqLen;
+    this.maxSeqLen = Math.min(opts.maxSeqLen ?? model.spec.maxSeqLen, model.spec.maxSeqLen);
     this.batchSize = opts.batchSize ?? DEFAULT_SCORING_BATCH_SIZE;
     if (!Number.isInteger(this.batchSize) || this.batchSize < 1) throw new UserError(`scoring batch size must be a positive integer, got ${this.batchSize}`);
   }

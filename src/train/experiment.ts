@@ -120,6 +120,15 @@ export async function runExperiment(opts: ExperimentOptions): Promise<Experiment
   return { dir: opts.dir, arms: results };
 }
 
+/** Run an mlactl command in a child process; resolves to its exit code. Output is discarded. */
+export function runCli(args: string[]): Promise<number> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [path.join(PACKAGE_ROOT, 'bin', 'run.js'), ...args], { stdio: 'ignore' });
+    child.on('close', (code) => resolve(code ?? 1));
+    child.on('error', () => resolve(1));
+  });
+}
+
 function spawnArm(args: string[], progress: ProgressSink, label: string): Promise<number> {
   return new Promise((resolve) => {
     const child = spawn(process.execPath, [path.join(PACKAGE_ROOT, 'bin', 'run.js'), ...args], { stdio: ['ignore', 'ignore', 'pipe'] });

@@ -142,6 +142,8 @@ export async function trainRun(opts: TrainOptions): Promise<TrainResult> {
       progress.note(`resuming ${dir} from ${path.relative(dir, ckpt.dir)} (step ${state.step})`);
     }
     metrics.truncateAfter(state.step);
+    // The untrained model is checkpointed too: evaluations compare against it, and it costs one model's bytes.
+    if (!ckpt) await saveTrainingCheckpoint(dir, trainer, state, tokInfo);
 
     const { totalSteps, tokensPerStep } = trainer.plan;
     const lastStep = Math.min(totalSteps, opts.stopAfterSteps ?? totalSteps);

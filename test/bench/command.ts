@@ -4,7 +4,8 @@ import { Config } from '@oclif/core';
 
 export const stubConfig = {
   bin: 'mlactl',
-  topicSeparator: ' ',
+  topicSeparator: ':',
+  commandIDs: [],
   userAgent: 'mlactl-test',
   runHook: async () => ({ successes: [], failures: [] }),
   scopedEnvVar: () => undefined,

@@ -40,7 +40,7 @@ function buildCache(kind: CacheKind, layer: ReturnType<typeof prepareDecodeLayer
   const [B, S] = x.shape;
   return tf.tidy(() => {
     const perSeq = Array.from({ length: B }, (_, b) => {
-      const parts: { rows?: tf.Tensor; rk?: tf.Tensor; keys?: tf.Tensor; c: tf.Tensor }[] = [];
+      const parts: { kpr?: tf.Tensor; rk?: tf.Tensor; keys?: tf.Tensor; c: tf.Tensor }[] = [];
       for (let start = 0; start < S; start += block) {
         const n = Math.min(block, S - start);
         const xb = x.slice([b, start, 0], [1, n, -1]).reshape([n, -1]) as tf.Tensor2D;
@@ -60,7 +60,8 @@ function buildCache(kind: CacheKind, layer: ReturnType<typeof prepareDecodeLayer
     }
     return {
       kind,
-      rows: perSeq.map((parts) => cat(parts.map((p) => p.rows!), 0)),
+      c: perSeq.map((parts) => cat(parts.map((p) => p.c), 0)),
+      kpr: perSeq.map((parts) => cat(parts.map((p) => p.kpr!), 0)),
       rk: kind === 'latent+invrms' ? perSeq.map((parts) => cat(parts.map((p) => p.rk!), 0)) : undefined,
     };
   });
@@ -106,7 +107,7 @@ test('a cache kind that does not serve the variant is refused', () => {
   const c = tf.zeros([3, s.dc]) as tf.Tensor2D;
   const kp = tf.zeros([3, s.dr]) as tf.Tensor2D;
   expect(() => tf.tidy(() => latentCacheRows('latent', layer, c, kp, 0))).toThrow(/latent\+invrms/);
-  const cache: FixedCache = { kind: 'latent', rows: [tf.zeros([3, s.dc + s.dr]) as tf.Tensor2D] };
+  const cache: FixedCache = { kind: 'latent', c: [tf.zeros([3, s.dc]) as tf.Tensor2D], kpr: [tf.zeros([3, s.dr]) as tf.Tensor2D] };
   expect(() => tf.tidy(() => absorbedDecodeStep(layer, tf.zeros([1, s.d]) as tf.Tensor2D, cache))).toThrow(/latent\+invrms/);
   tf.dispose([c, kp]);
   disposeFixedCache(cache);

@@ -13,9 +13,13 @@ import {
 } from '../../src/bench/decode';
 import { DECODE_CSV_COLUMNS, memoryAccount, presetMemoryAccount } from '../../src/bench/decode-report';
 import { quantile } from '../../src/bench/stats';
+import { configToYaml, loadConfig } from '../../src/config/load';
+import { saveModel } from '../../src/model/checkpoint';
+import { disposeParams } from '../../src/model/params';
 import BenchDecode, { type BenchDecodeResult } from '../../src/commands/bench/decode';
 import type { FixedCache } from '../../src/model/decode-step';
 import type { ModelSpec } from '../../src/model/spec';
+import { randomParams, tinySpec } from '../helpers';
 import { runCommand, stubOclifConfig } from './command';
 
 const TINY = path.resolve(__dirname, '../../configs/models/tiny.yaml');
@@ -82,7 +86,7 @@ describe('memory accounting and refusal', () => {
     const [wasm] = checkMemory(DEEPSEEK_LIKE_DIMS, [4096], 1, [...all], 'wasm', 1e12);
     const [cpu] = checkMemory(DEEPSEEK_LIKE_DIMS, [4096], 1, [...all], 'cpu', 1e12);
     expect(cpu.caches.latent).toBe(4096 * 576 * 4);
-    expect(wasm.caches.latent).toBe(2 * 4096 * 576 * 4);
+    expect(wasm.caches.latent).toBe(4096 * (576 + 512) * 4);
   });
 
   test('a context beyond --max-memory is refused up front with its estimate (exit 2)', async () => {
@@ -158,6 +162,23 @@ describe('a small benchmark run', () => {
   });
 });
 
+test('--run takes the attention dims of a checkpoint folder or of a run folder', async () => {
+  const root = tmp();
+  const spec = tinySpec({ variant: 'qk-norm', G: 2 });
+  const P = randomParams(spec, 1);
+  await saveModel(path.join(root, 'model'), P, spec, null);
+  disposeParams(P);
+  const fromCheckpoint = await runCommand<BenchDecodeResult>(BenchDecode, ['--run', path.join(root, 'model'), '--contexts', '32', '--repeats', '1', '--backend', 'cpu', '--out', path.join(root, 'a')]);
+  expect(fromCheckpoint.exitCode).toBe(0);
+  expect(fromCheckpoint.result!.dims).toMatchObject({ d_model: 24, n_heads: 4, kv_lora_rank: 12, qk_nope_head_dim: 6, qk_rope_head_dim: 4, v_head_dim: 5, key_groups: 2 });
+
+  fs.mkdirSync(path.join(root, 'run'));
+  fs.writeFileSync(path.join(root, 'run', 'config.resolved.yaml'), configToYaml(loadConfig(TINY, ['model.n_heads=2', 'model.v_head_dim=16'])));
+  const fromRun = await runCommand<BenchDecodeResult>(BenchDecode, ['--run', path.join(root, 'run'), '--contexts', '32', '--repeats', '1', '--backend', 'cpu', '--out', path.join(root, 'b')]);
+  expect(fromRun.exitCode).toBe(0);
+  expect(fromRun.result!.dims).toMatchObject({ d_model: 32, n_heads: 2, kv_lora_rank: 16, v_head_dim: 16, key_groups: 2 });
+});
+
 describe('the equality check', () => {
   const base = {
     dims: tinyDims,
@@ -191,7 +212,7 @@ describe('the equality check', () => {
       if (c.kind === 'latent+invrms') c.rk![1] = changed(c.rk![1], (v) => { v[10 * 2 + 1] *= 1.5; });
     }],
     ['latent', 'the rotated key of one token', (c: FixedCache) => {
-      if (c.kind === 'latent') c.rows[0] = changed(c.rows[0], (v) => { v[20 * 20 + 17] += 1; });
+      if (c.kind === 'latent') c.kpr[0] = changed(c.kpr[0], (v) => { v[20 * 4 + 1] += 1; });
     }],
     ['full-key', 'two heads swapped', (c: FixedCache) => {
       if (c.kind === 'full-key') [c.keys[0][1], c.keys[0][2]] = [c.keys[0][2], c.keys[0][1]];

@@ -26,7 +26,7 @@ const PARAMS: BrownGeneratorParams = { items: 1000, choices: 4, minItems: 500 };
  */
 const PINNED: Record<string, { version: number; sha256: string }> = {
   'brown-cloze': { version: 1, sha256: '5c4dd06aa788ae0b4532ff1abca43a686e19a9aafbf4bcb97edf2a0327575c59' },
-  'brown-next-sentence': { version: 1, sha256: '0709a7f2c8ca8fc708c241c6a19d4e5ec7c0b2a4a70093c65587925177df78a2' },
+  'brown-next-sentence': { version: 2, sha256: '41a935eaa008ae524274367e695447cdea1e33b83cb1da25f658968d68486db5' },
 };
 
 let docsById: Map<string, BrownDoc>;

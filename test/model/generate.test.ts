@@ -120,7 +120,9 @@ describe('generate', () => {
     try {
       const opts = { maxTokens: 12, sampling: { temperature: 1, topK: 0, topP: 1 }, seed: 7 };
       const a = generate(model, 'The', opts);
+      const tensorsBefore = tf.memory().numTensors;
       const b = generate(model, 'The', opts);
+      expect(tf.memory().numTensors).toBe(tensorsBefore); // the decoder's caches and every logits tensor are freed
       const c = generate(model, 'The', { ...opts, seed: 8 });
       expect(a.cache).toBe('latent+invrms');
       // The latent, the rotated shared key and one inverse RMS per key group; no per-head key.

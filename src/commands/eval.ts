@@ -1,0 +1,66 @@
+import { Args, Flags } from '@oclif/core';
+import { MlactlCommand } from '../cli/base';
+import type { BackendName } from '../config/types';
+import { evaluateRun, type EvaluateRunResult } from '../eval/run-eval';
+import { SingleBar } from 'cli-progress';
+
+export default class Eval extends MlactlCommand<EvaluateRunResult> {
+  static override description = 'Evaluate a run\'s checkpoints on multiple-choice and perplexity tasks (lm-evaluation-harness conventions)';
+
+  static override examples = [
+    '<%= config.bin %> eval --run runs/demo/qk-norm',
+    '<%= config.bin %> eval --run runs/demo/qk-norm --all-checkpoints',
+    '<%= config.bin %> eval --run runs/x --task hellaswag=data/hellaswag_val.jsonl --limit 200',
+  ];
+
+  static override args = { run: Args.string({ description: 'run folder (alternative to --run)' }) };
+
+  static override flags = {
+    run: Flags.string({ description: 'run folder' }),
+    task: Flags.string({ description: 'task NAME or NAME=FILE[,LABELS] (repeatable; default: the run config\'s eval.tasks)', multiple: true, default: [] }),
+    step: Flags.integer({ description: 'checkpoint step, repeatable (default: the newest)', multiple: true }),
+    'all-checkpoints': Flags.boolean({ description: 'evaluate every checkpoint: an accuracy-versus-tokens table in eval/by-step.csv' }),
+    limit: Flags.integer({ description: 'items per task (0: all; default: the run config\'s eval.limit)', min: 0 }),
+    'batch-size': Flags.integer({ description: 'sequences per forward pass', min: 1 }),
+    backend: Flags.string({ description: 'auto|tensorflow|wasm|cpu|webgpu' }),
+  };
+
+  async run(): Promise<EvaluateRunResult> {
+    const { args, flags } = await this.parse(Eval);
+    const runDir = flags.run ?? args.run;
+    if (!runDir) this.error('give the run folder: mlactl eval --run DIR', { exit: 2 });
+    const bar = !this.jsonEnabled() && process.stderr.isTTY ? new SingleBar({ format: '{label} [{bar}] {value}/{total} sequences | ETA {eta_formatted}', stream: process.stderr }) : undefined;
+    let current = '';
+    const result = await evaluateRun({
+      runDir,
+      tasks: flags.task,
+      steps: flags.step?.length ? flags.step : undefined,
+      allCheckpoints: flags['all-checkpoints'],
+      limit: flags.limit,
+      batchSize: flags['batch-size'],
+      backend: flags.backend as BackendName | undefined,
+      onProgress: (p) => {
+        const label = `step ${p.step} ${p.task}`;
+        if (bar) {
+          if (label !== current) {
+            if (current) bar.stop();
+            bar.start(p.total, 0, { label });
+            current = label;
+          }
+          bar.update(p.done, { label });
+        } else if (!this.jsonEnabled() && p.done === p.total) {
+          process.stderr.write(`${label}: ${p.total} sequences scored\n`);
+        }
+      },
+    });
+    bar?.stop();
+    for (const e of result.evaluations) {
+      for (const t of e.tasks) {
+        const m = Object.entries(t.metrics).map(([k, v]) => `${k} ${v.value?.toFixed(4)} ± ${v.stderr?.toFixed(4)}`).join(', ');
+        this.say(`step ${String(e.checkpoint_step).padStart(6)}  ${t.name.padEnd(22)} n=${t.n}  ${m}  (chance ${t.chance?.toFixed(3)})`);
+      }
+    }
+    this.say(`results: ${runDir}/eval/results.json (${result.itemsPerSecond.toFixed(1)} items/s)`);
+    return result;
+  }
+}

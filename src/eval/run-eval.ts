@@ -1,0 +1,111 @@
+/**
+ * Evaluate a run folder's checkpoints on declarative tasks: the run's own config names the default tasks, the
+ * item limit and the document split the built-in Brown tasks draw their held-out documents from.
+ */
+import * as fs from 'fs';
+import * as path from 'path';
+import YAML from 'yaml';
+import { initBackend } from '../backend';
+import type { BackendName, Config } from '../config/types';
+import { UserError } from '../errors';
+import { loadRunModel, TfScoringModel } from '../model/scoring';
+import { listCheckpoints } from '../train/checkpoint';
+import { evaluateTasks, type EvalProgress } from './runner';
+import { appendByStep, evalDir, writeEvalResults, writeFileAtomic, type EvalSummary } from './results';
+import { loadTask, type EvalTask } from './tasks';
+
+export interface EvaluateRunOptions {
+  runDir: string;
+  /** Task specs (`name` or `name=FILE[,LABELS]`); default: the run config's eval.tasks. */
+  tasks?: string[];
+  /** A checkpoint step; default the newest. */
+  step?: number;
+  allCheckpoints?: boolean;
+  /** Exactly these checkpoint steps (for example [0, final]). */
+  steps?: number[];
+  limit?: number;
+  batchSize?: number;
+  backend?: BackendName;
+  onProgress?: (p: EvalProgress & { step: number }) => void;
+}
+
+export interface EvaluateRunResult {
+  runDir: string;
+  evaluations: EvalSummary[];
+  itemsPerSecond: number;
+}
+
+function readRunConfig(runDir: string): Config {
+  const file = path.join(runDir, 'config.resolved.yaml');
+  if (!fs.existsSync(file)) throw new UserError(`${runDir}: not a run folder (no config.resolved.yaml)`);
+  return YAML.parse(fs.readFileSync(file, 'utf8')) as Config;
+}
+
+function tokensAt(ckptDir: string): number {
+  const state = path.join(ckptDir, 'state.json');
+  return fs.existsSync(state) ? (JSON.parse(fs.readFileSync(state, 'utf8')) as { tokens: number }).tokens : 0;
+}
+
+export async function evaluateRun(opts: EvaluateRunOptions): Promise<EvaluateRunResult> {
+  const cfg = readRunConfig(opts.runDir);
+  const available = listCheckpoints(opts.runDir);
+  if (!available.length) throw new UserError(`${opts.runDir}: no checkpoint to evaluate (ckpt/step-N)`);
+  let chosen = available;
+  if (opts.steps) {
+    chosen = opts.steps.map((st) => {
+      const hit = available.find((c) => c.step === st);
+      if (!hit) throw new UserError(`step ${st}: no such checkpoint in ${opts.runDir} (steps: ${available.map((c) => c.step).join(', ')})`);
+      return hit;
+    });
+  } else if (!opts.allCheckpoints) {
+    const want = opts.step ?? available[available.length - 1].step;
+    const hit = available.find((c) => c.step === want);
+    if (!hit) throw new UserError(`--step ${want}: no such checkpoint in ${opts.runDir} (steps: ${available.map((c) => c.step).join(', ')})`);
+    chosen = [hit];
+  }
+  const limit = opts.limit ?? cfg.eval.limit;
+  const specs = opts.tasks?.length ? opts.tasks : cfg.eval.tasks;
+  if (!specs.length) throw new UserError('eval.tasks: no tasks to evaluate (pass --task NAME or set eval.tasks)');
+  // Every task is parsed before any checkpoint is scored, so a malformed file writes nothing.
+  const tasks: EvalTask[] = specs.map((spec) =>
+    loadTask(spec, { limit, brownSplit: { seed: cfg.data.seed, valFraction: cfg.data.val_fraction, testFraction: cfg.data.test_fraction } }),
+  );
+  await initBackend(opts.backend ?? cfg.backend);
+  const evaluations: EvalSummary[] = [];
+  let items = 0;
+  const t0 = Date.now();
+  for (const ckpt of chosen) {
+    const model = loadRunModel(opts.runDir, { step: ckpt.step });
+    try {
+      const scorer = new TfScoringModel(model, { batchSize: opts.batchSize ?? cfg.eval.batch_size, maxSeqLen: cfg.data.seq_len });
+      const results = await evaluateTasks(scorer, tasks, { limit, batchSize: opts.batchSize ?? cfg.eval.batch_size, onProgress: (p) => opts.onProgress?.({ ...p, step: ckpt.step }) });
+      items += results.tasks.reduce((n, t) => n + t.n, 0);
+      const summary = writeEvalResults(opts.runDir, results, { checkpointStep: ckpt.step, tokens: tokensAt(ckpt.dir) });
+      appendByStep(opts.runDir, summary);
+      evaluations.push(summary);
+    } finally {
+      model.dispose();
+    }
+  }
+  recordHistory(opts.runDir);
+  return { runDir: opts.runDir, evaluations, itemsPerSecond: items / ((Date.now() - t0) / 1000) };
+}
+
+/**
+ * results.json describes the newest evaluation per task; every evaluated checkpoint is also kept there under
+ * `by_step` (from eval/by-step.csv), so one file holds, say, step 0 against the final step.
+ */
+function recordHistory(runDir: string): void {
+  const dir = evalDir(runDir);
+  const results = JSON.parse(fs.readFileSync(path.join(dir, 'results.json'), 'utf8')) as Record<string, unknown> & { tasks: Record<string, { checkpoint_step: number; tokens: number }> };
+  const lines = fs.readFileSync(path.join(dir, 'by-step.csv'), 'utf8').trim().split('\n').slice(1);
+  const byStep: Record<string, { step: number; tokens: number; tasks: Record<string, Record<string, { value: number | null; stderr: number | null }>> }> = {};
+  for (const line of lines) {
+    const [step, tokens, task, metric, value, stderr] = line.split(',');
+    const entry = (byStep[step] ??= { step: Number(step), tokens: Number(tokens), tasks: {} });
+    (entry.tasks[task] ??= {})[metric] = { value: value === '' ? null : Number(value), stderr: stderr === '' ? null : Number(stderr) };
+  }
+  const newest = Object.values(results.tasks).reduce((a, t) => (t.checkpoint_step > a.step ? { step: t.checkpoint_step, tokens: t.tokens } : a), { step: -1, tokens: 0 });
+  const out = { checkpoint_step: newest.step, tokens: newest.tokens, ...results, by_step: Object.values(byStep).sort((a, b) => a.step - b.step) };
+  writeFileAtomic(path.join(dir, 'results.json'), JSON.stringify(out, null, 2) + '\n');
+}
