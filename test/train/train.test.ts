@@ -123,3 +123,17 @@ describe('bad input: one line on stderr, exit 2, no run folder left behind', () 
     expect(fs.existsSync(out)).toBe(false);
   });
 });
+
+test('data prepare writes token shards that training reads without loading them whole', () => {
+  const dir = tmp();
+  const shards = path.join(dir, 'brown-byte');
+  const p = spawnSync(process.execPath, [BIN, 'data', 'prepare', '--source', 'brown', '--tokenizer', 'byte', '--out', shards, '--json'], { encoding: 'utf8' });
+  expect(p.status).toBe(0);
+  const manifest = JSON.parse(p.stdout);
+  expect(manifest).toMatchObject({ format: 'mlactl-shards', dtype: 'uint16', tokenizer: 'byte' });
+  expect(manifest.total_tokens).toBeGreaterThan(5_000_000);
+  const t = spawnSync(process.execPath, [BIN, 'train', '--config', TINY, '--set', `data.source=${shards}`, '--set', 'train.tokens=256', '--set', 'train.warmup_tokens=0', '--run-dir', path.join(dir, 'run'), '--json'], { encoding: 'utf8' });
+  expect(t.status).toBe(0);
+  expect(JSON.parse(t.stdout).summary).toMatchObject({ status: 'completed', step: 2 });
+  expect(JSON.parse(fs.readFileSync(path.join(dir, 'run', 'manifest.json'), 'utf8'))).toMatchObject({ data_origin: 'shards', data_hash: manifest.source_hash });
+});
