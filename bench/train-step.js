@@ -1,4 +1,6 @@
 #!/usr/bin/env node
+// The CPU backend's Node banner recommends tfjs-node; this benchmark reports its backend itself.
+const warn = console.warn; console.warn = (...a) => { if (!String(a[0] ?? '').includes('looks like you are running')) warn(...a); };
 // Training-step throughput of a preset and the cost of max-logit tracking, measured side by side in one process:
 // the same step (forward + backward + optimizer update) with tracking on and off, interleaved so drift hits both.
 // Usage: npm run build && node bench/train-step.js [backend=wasm] [preset=configs/models/demo.yaml] [repeats=6]

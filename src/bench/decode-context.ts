@@ -357,7 +357,3 @@ export function referenceOutputs(l: BenchLayer, content: LatentContent, variants
   }
   return outputs;
 }
-
-export function disposeBenchLayer(l: BenchLayer): void {
-  l.dispose();
-}

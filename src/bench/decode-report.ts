@@ -92,7 +92,7 @@ export function decodeCsv(r: DecodeBenchResult): string {
 
 export function formatDecodeTable(r: DecodeBenchResult): string[] {
   const lines = [
-    `| context | cache | bytes/token/layer | cache | prefill ms | median ms | p10 ms | p90 ms | cpu ms | rel. error | / latent |`,
+    `| context | cache | bytes/token/layer | cache | prefill ms | median ms | p10 ms | p90 ms | cpu ms | rel. error | / latent (per round) |`,
     `| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |`,
   ];
   for (const row of r.rows) {
@@ -104,10 +104,10 @@ export function formatDecodeTable(r: DecodeBenchResult): string[] {
   }
   if (r.ratios.length) {
     lines.push('');
-    lines.push(
-      `latent+invrms / latent (median ms): ${r.ratios.map((q) => `${formatContext(q.context)} ${q.invrms_over_latent.toFixed(3)}`).join(', ')}` +
-        ` (paired per repeat: ${r.ratios.map((q) => q.invrms_over_latent_paired.toFixed(3)).join(', ')}; cpu time: ${r.ratios.map((q) => q.invrms_over_latent_cpu.toFixed(3)).join(', ')})`,
-    );
+    const list = (f: (q: DecodeBenchResult['ratios'][number]) => number) => r.ratios.map((q) => `${formatContext(q.context)} ${f(q).toFixed(3)}`).join(', ');
+    const withInterval = r.ratios.map((q) => `${formatContext(q.context)} ${q.invrms_over_latent.toFixed(3)} [${q.invrms_over_latent_ci95.map((v) => v.toFixed(3)).join(', ')}]`);
+    lines.push(`latent+invrms / latent, median of per-round ratios [95% bootstrap interval]: ${withInterval.join(', ')}`);
+    lines.push(`  (ratio of medians: ${list((q) => q.invrms_over_latent_of_medians)}; CPU time: ${list((q) => q.invrms_over_latent_cpu)})`);
   }
   return lines;
 }
@@ -139,17 +139,22 @@ export function decodePlotSpec(r: DecodeBenchResult): object {
   };
   const charts: object[] = [latency];
   if (r.ratios.length) {
-    const ratioValues = r.ratios.map((q) => ({ context: q.context, ratio: q.invrms_over_latent }));
+    const ratioValues = r.ratios.map((q) => ({ context: q.context, ratio: q.invrms_over_latent, lo: q.invrms_over_latent_ci95[0], hi: q.invrms_over_latent_ci95[1] }));
     const limits = [{ y: 1, what: 'equal' }, { y: 1.02, what: '2% overhead' }];
     charts.push({
       width: 560,
       height: 140,
-      title: { text: 'latent+invrms / latent (median ms)', fontSize: 12 },
+      title: { text: 'latent+invrms / latent: median of per-round ratios, bars its 95% bootstrap interval', fontSize: 12 },
       layer: [
         { data: { values: limits }, mark: { type: 'rule', strokeDash: [4, 3], color: '#999' }, encoding: { y: { field: 'y', type: 'quantitative' } } },
         {
           data: { values: ratioValues },
-          mark: { type: 'line', point: true, color: '#f58518' },
+          mark: { type: 'rule', strokeWidth: 2, color: '#f58518' },
+          encoding: { x, y: { field: 'lo', type: 'quantitative' }, y2: { field: 'hi' } },
+        },
+        {
+          data: { values: ratioValues },
+          mark: { type: 'line', color: '#f58518', point: { color: '#f58518' } },
           encoding: { x, y: { field: 'ratio', type: 'quantitative', title: 'ratio', scale: { zero: false, padding: 12 } } },
         },
       ],
@@ -157,7 +162,7 @@ export function decodePlotSpec(r: DecodeBenchResult): object {
   }
   return {
     $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
-    title: { text: 'Decode step of one attention layer', subtitle: [describeRun(r), `median of ${r.repeats} interleaved steps; bars span p10 to p90`] },
+    title: { text: 'Decode step of one attention layer', subtitle: [...describeRun(r).split('; '), `median of ${r.repeats} interleaved steps; bars span p10 to p90`] },
     config: {
       font: PLOT_FONT,
       background: 'white',

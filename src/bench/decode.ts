@@ -27,7 +27,7 @@ import {
   type LatentContent,
   type ReferenceVariant,
 } from './decode-context';
-import { quantile } from './stats';
+import { bootstrapMedianInterval, quantile } from './stats';
 
 /** DeepSeek-V2/V3's attention shape: latent 512, shared RoPE key 64, 16 heads of 128 (a 2048-wide model). */
 export const DEEPSEEK_LIKE_DIMS: ModelSpec = {
@@ -222,17 +222,25 @@ export interface DecodeBenchRow {
   /** Process CPU time per step: less sensitive than wall time to other processes on a shared machine. */
   median_cpu_ms: number;
   check_rel_err: number;
-  /** median_ms over the latent row's median_ms of the same context (null without a latent row). */
+  /**
+   * The median over rounds of this cache's step time divided by latent's in the same round (null without latent).
+   * The two steps of a round run back to back, so a slow phase of the machine (another job, a frequency change)
+   * scales both; on a shared machine this is steadier than a ratio of medians.
+   */
   ratio_to_latent: number | null;
   samples_ms: number[];
+  samples_cpu_ms: number[];
 }
 
 export interface DecodeRatio {
   context: number;
-  /** median(latent+invrms) / median(latent). */
+  /** latent+invrms over latent: the median over rounds of the per-round ratio (as ratio_to_latent). */
   invrms_over_latent: number;
-  /** The median over repeats of the per-repeat ratio (the two steps of one repeat run back to back). */
-  invrms_over_latent_paired: number;
+  /** 95% bootstrap interval of that median: how well this run resolves the ratio. */
+  invrms_over_latent_ci95: [number, number];
+  /** median(latent+invrms) / median(latent). */
+  invrms_over_latent_of_medians: number;
+  /** The median per-round ratio of process CPU times. */
   invrms_over_latent_cpu: number;
 }
 
@@ -325,10 +333,14 @@ async function timeInterleaved(layer: BenchLayer, caches: Map<CacheKind, FixedCa
   return timings;
 }
 
+/** The median over rounds of a[i] / b[i]. */
+function pairedRatio(a: number[], b: number[]): number {
+  return median(a.map((v, i) => v / b[i]));
+}
+
 function summarise(S: number, B: number, dims: ModelSpec, timings: Timings, prefillMs: Map<CacheKind, number>, errors: Map<CacheKind, number>) {
   const latent = timings.get('latent');
   const invrms = timings.get('latent+invrms');
-  const latentMedian = latent ? median(latent.wall) : null;
   const rows: DecodeBenchRow[] = [...timings].map(([kind, t]) => ({
     context: S,
     cache: kind,
@@ -340,16 +352,18 @@ function summarise(S: number, B: number, dims: ModelSpec, timings: Timings, pref
     p90_ms: quantile(t.wall, 0.9),
     median_cpu_ms: median(t.cpu),
     check_rel_err: errors.get(kind)!,
-    ratio_to_latent: latentMedian ? median(t.wall) / latentMedian : null,
+    ratio_to_latent: latent ? pairedRatio(t.wall, latent.wall) : null,
     samples_ms: t.wall,
+    samples_cpu_ms: t.cpu,
   }));
   const ratio: DecodeRatio | null =
     latent && invrms
       ? {
           context: S,
-          invrms_over_latent: median(invrms.wall) / median(latent.wall),
-          invrms_over_latent_paired: median(invrms.wall.map((v, i) => v / latent.wall[i])),
-          invrms_over_latent_cpu: median(invrms.cpu) / median(latent.cpu),
+          invrms_over_latent: pairedRatio(invrms.wall, latent.wall),
+          invrms_over_latent_ci95: bootstrapMedianInterval(invrms.wall.map((v, i) => v / latent.wall[i])),
+          invrms_over_latent_of_medians: median(invrms.wall) / median(latent.wall),
+          invrms_over_latent_cpu: pairedRatio(invrms.cpu, latent.cpu),
         }
       : null;
   return { rows, ratio };

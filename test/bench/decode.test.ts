@@ -12,7 +12,7 @@ import {
   runDecodeBench,
 } from '../../src/bench/decode';
 import { DECODE_CSV_COLUMNS, memoryAccount, presetMemoryAccount } from '../../src/bench/decode-report';
-import { quantile } from '../../src/bench/stats';
+import { bootstrapMedianInterval, quantile } from '../../src/bench/stats';
 import { configToYaml, loadConfig } from '../../src/config/load';
 import { saveModel } from '../../src/model/checkpoint';
 import { disposeParams } from '../../src/model/params';
@@ -56,6 +56,17 @@ describe('flag parsing', () => {
     expect(parseBytes('1.5k')).toBe(1500);
     expect(parseBytes('2e9')).toBe(2e9);
     expect(() => parseBytes('lots')).toThrow(/--max-memory/);
+  });
+
+  test('bootstrap interval of a median', () => {
+    expect(bootstrapMedianInterval([3, 3, 3, 3])).toEqual([3, 3]);
+    const xs = Array.from({ length: 101 }, (_, i) => i); // median 50; its standard error is about 1.25 * 29 / 10
+    const [lo, hi] = bootstrapMedianInterval(xs);
+    expect(lo).toBeLessThan(50);
+    expect(hi).toBeGreaterThan(50);
+    expect(lo).toBeGreaterThan(50 - 15);
+    expect(hi).toBeLessThan(50 + 15);
+    expect(bootstrapMedianInterval(xs)).toEqual([lo, hi]); // seeded
   });
 
   test('quantiles interpolate between order statistics', () => {
@@ -147,7 +158,11 @@ describe('a small benchmark run', () => {
   test('decode.json, memory.json, the plot and the printed table', () => {
     const json = JSON.parse(fs.readFileSync(path.join(out, 'decode.json'), 'utf8'));
     expect(json.ratios.map((q: { context: number }) => q.context)).toEqual([64, 128]);
-    expect(json.rows[1].ratio_to_latent).toBeCloseTo(json.rows[1].median_ms / json.rows[0].median_ms, 12);
+    // Per-round ratios (invrms over latent of the same round), then their median; two rounds: the mean of two.
+    const [l, i] = [json.rows[0].samples_ms, json.rows[1].samples_ms];
+    expect(json.rows[1].ratio_to_latent).toBeCloseTo((i[0] / l[0] + i[1] / l[1]) / 2, 12);
+    expect(json.ratios[0].invrms_over_latent).toBeCloseTo(json.rows[1].ratio_to_latent, 12);
+    expect(json.ratios[0].invrms_over_latent_of_medians).toBeCloseTo(json.rows[1].median_ms / json.rows[0].median_ms, 12);
     expect(json.rows[0].samples_ms).toHaveLength(2);
     expect(json.dims).toMatchObject({ d_model: 32, n_heads: 4, kv_lora_rank: 16, key_groups: 2, source: TINY });
     const memory = JSON.parse(fs.readFileSync(path.join(out, 'memory.json'), 'utf8'));
@@ -156,7 +171,7 @@ describe('a small benchmark run', () => {
     expect(fs.readFileSync(path.join(out, 'decode.svg'), 'utf8')).toContain('<svg');
     expect(fs.readFileSync(path.join(out, 'decode.png')).subarray(1, 4).toString()).toBe('PNG');
     expect(stdout).toContain('| 128 | latent+invrms | 88 |');
-    expect(stdout).toMatch(/latent\+invrms \/ latent \(median ms\): 64 [\d.]+, 128 [\d.]+/);
+    expect(stdout).toMatch(/latent\+invrms \/ latent, median of per-round ratios \[95% bootstrap interval\]: 64 [\d.]+ \[[\d.]+, [\d.]+\], 128 /);
     expect(stdout).toContain('KV cache of paper-400m (24 layers');
     expect(result.rows).toHaveLength(6);
   });
@@ -201,8 +216,13 @@ describe('the equality check', () => {
     return tf.tensor2d(v, t.shape);
   };
 
-  test('untouched caches agree with the reference for every kind and both sequences', async () => {
-    const r = await run();
+  test.each([
+    ['scope full, G = 2', {}],
+    ['scope nope, G = 2, query compression', { scope: 'nope', dq: 10 }],
+    ['scope full, G = 1', { G: 1 }],
+    ['scope nope, G = H', { scope: 'nope', G: 4 }],
+  ] as [string, Partial<ModelSpec>][])('untouched caches agree with the reference for every kind and both sequences (%s)', async (_name, over) => {
+    const r = await runDecodeBench({ ...base, caches: [...base.caches], dims: { ...tinyDims, ...over } });
     expect(r.rows.map((row) => row.cache)).toEqual(['latent', 'latent+invrms', 'full-key']);
     for (const row of r.rows) expect(row.check_rel_err).toBeLessThan(1e-5);
   });
