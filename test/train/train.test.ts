@@ -137,3 +137,17 @@ test('data prepare writes token shards that training reads without loading them 
   expect(JSON.parse(t.stdout).summary).toMatchObject({ status: 'completed', step: 2 });
   expect(JSON.parse(fs.readFileSync(path.join(dir, 'run', 'manifest.json'), 'utf8'))).toMatchObject({ data_origin: 'shards', data_hash: manifest.source_hash });
 });
+
+test('divergence: a non-finite gradient stops the run as diverged, exit 3, metrics kept, no checkpoint from the bad state', () => {
+  const dir = path.join(tmp(), 'div');
+  const r = spawnSync(process.execPath, [BIN, 'train', '--config', TINY, '--set', 'train.lr=1e4', '--set', 'train.grad_clip=0', '--set', 'train.tokens=2048', '--set', 'train.warmup_tokens=0', '--run-dir', dir], { encoding: 'utf8' });
+  expect(r.status).toBe(3);
+  const summary = JSON.parse(fs.readFileSync(path.join(dir, 'summary.json'), 'utf8'));
+  expect(summary.status).toBe('diverged');
+  expect(summary.diverged_at_step).toBeGreaterThan(0);
+  const rows = readMetrics(dir);
+  expect(rows).toHaveLength(summary.diverged_at_step);
+  expect(Number.isFinite(rows[rows.length - 1].grad_norm) && Number.isFinite(rows[rows.length - 1].train_loss)).toBe(false);
+  // Only the untrained step-0 checkpoint exists: nothing was saved from the diverged state.
+  expect(fs.readdirSync(path.join(dir, 'ckpt'))).toEqual(['step-0']);
+});
