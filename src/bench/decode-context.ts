@@ -140,8 +140,20 @@ function blockTensors(content: LatentContent, s: ModelSpec, b: number, start: nu
   };
 }
 
-/** Build one cache kind from the content with the append-time math of src/model/decode-step.ts. */
-export function buildFixedCache(kind: CacheKind, l: BenchLayer, content: LatentContent): FixedCache {
+/**
+ * The latent c of every sequence as backend tensors [S, dc], made once per context and shared by all caches: every
+ * kind stores the very same numbers (§4 leaves the cached latent untouched), and one shared tensor means their
+ * steps read the same memory, so where the allocator happened to put each copy cannot tilt the comparison.
+ */
+export function latentTensors(content: LatentContent, s: ModelSpec): tf.Tensor2D[] {
+  return content.c.map((c) => tf.tensor2d(c, [content.S, s.dc]));
+}
+
+/**
+ * Build one cache kind from the content with the append-time math of src/model/decode-step.ts. The cache holds
+ * `latent` (from `latentTensors`) by reference; the caller disposes it.
+ */
+export function buildFixedCache(kind: CacheKind, l: BenchLayer, content: LatentContent, latent: tf.Tensor2D[]): FixedCache {
   const layer = layerFor(l, kind);
   const s = l.spec;
   const S = content.S;
@@ -149,7 +161,6 @@ export function buildFixedCache(kind: CacheKind, l: BenchLayer, content: LatentC
   if (kind === 'full-key') {
     const dk = s.dn + s.dr;
     const keys: tf.Tensor2D[][] = [];
-    const latent: tf.Tensor2D[] = [];
     for (let b = 0; b < B; b++) {
       const host = Array.from({ length: s.H }, () => new Float32Array(S * dk));
       for (let start = 0; start < S; start += FILL_BLOCK) {
@@ -161,11 +172,9 @@ export function buildFixedCache(kind: CacheKind, l: BenchLayer, content: LatentC
         });
       }
       keys.push(host.map((k) => tf.tensor2d(k, [S, dk])));
-      latent.push(tf.tensor2d(content.c[b], [S, s.dc]));
     }
     return { kind, keys, latent };
   }
-  const c: tf.Tensor2D[] = [];
   const kpr: tf.Tensor2D[] = [];
   const rk: tf.Tensor2D[] = [];
   for (let b = 0; b < B; b++) {
@@ -180,11 +189,10 @@ export function buildFixedCache(kind: CacheKind, l: BenchLayer, content: LatentC
         if (rkHost) rkHost.set(stored.rk!.dataSync(), start * s.G);
       });
     }
-    c.push(tf.tensor2d(content.c[b], [S, s.dc]));
     kpr.push(tf.tensor2d(kprHost, [S, s.dr]));
     if (rkHost) rk.push(tf.tensor2d(rkHost, [S, s.G]));
   }
-  return kind === 'latent+invrms' ? { kind, c, kpr, rk } : { kind, c, kpr };
+  return kind === 'latent+invrms' ? { kind, c: latent, kpr, rk } : { kind, c: latent, kpr };
 }
 
 // ---------------------------------------------------------------------------------------------------------------

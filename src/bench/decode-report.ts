@@ -4,12 +4,13 @@ import * as path from 'path';
 import { stringify } from 'csv-stringify/sync';
 import { loadConfig } from '../config/load';
 import { writeFileAtomic } from '../model/safetensors';
+import { CONFIGS_DIR } from '../paths';
 import { CACHE_KINDS, cacheNumbersPerToken, modelSpec, type CacheKind, type ModelSpec } from '../model/spec';
 import { PLOT_FONT, renderSvgs, svgToPng } from '../report/render';
 import { BYTES_PER_NUMBER, formatBytes, formatContext, type DecodeBenchResult } from './decode';
 
 /** The preset whose whole-model cache sizes every benchmark reports, and the contexts it reports them at. */
-export const MEMORY_PRESET = path.resolve(__dirname, '../../configs/models/paper-400m.yaml');
+export const MEMORY_PRESET = path.join(CONFIGS_DIR, 'models', 'paper-400m.yaml');
 export const MEMORY_CONTEXTS = [4096, 32768, 262144];
 
 export interface MemoryAccount {
@@ -144,7 +145,7 @@ export function decodePlotSpec(r: DecodeBenchResult): object {
     charts.push({
       width: 560,
       height: 140,
-      title: { text: 'latent+invrms / latent: median of per-round ratios, bars its 95% bootstrap interval', fontSize: 12 },
+      title: { text: 'latent+invrms / latent (median per-round ratio, 95% interval)', fontSize: 12 },
       layer: [
         { data: { values: limits }, mark: { type: 'rule', strokeDash: [4, 3], color: '#999' }, encoding: { y: { field: 'y', type: 'quantitative' } } },
         {

@@ -10,7 +10,7 @@ import * as os from 'os';
 import { performance } from 'perf_hooks';
 import * as tf from '@tensorflow/tfjs';
 import { UserError } from '../errors';
-import { absorbedDecodeStep, disposeFixedCache, type FixedCache } from '../model/decode-step';
+import { absorbedDecodeStep, fixedCacheTensors, type FixedCache } from '../model/decode-step';
 import { maxRelativeError } from '../model/reference';
 import { CACHE_KINDS, cacheNumbersPerToken, type CacheKind, type ModelSpec } from '../model/spec';
 import { paramInfos } from '../model/params';
@@ -19,6 +19,7 @@ import {
   buildFixedCache,
   drawContent,
   FILL_BLOCK,
+  latentTensors,
   layerFor,
   makeBenchLayer,
   referenceOutputs,
@@ -121,7 +122,9 @@ export function bytesPerTokenPerLayer(dims: ModelSpec, kind: CacheKind): number 
 
 export interface MemoryEstimate {
   context: number;
-  /** Tensor bytes each cache holds, including the wasm backend's packed copy of the matrix the values read. */
+  /** The latent c, one tensor shared by every cache (plus, on wasm, XNNPACK's packed copy for the values product). */
+  latent: number;
+  /** What each cache holds beyond the shared latent: kpr, rk, or the per-head keys. */
   caches: Partial<Record<CacheKind, number>>;
   /** Score tensors of a step, fill temporaries and weights, in the backend. */
   work: number;
@@ -134,36 +137,30 @@ export interface MemoryEstimate {
 
 /**
  * Peak bytes of one context. XNNPACK (wasm) packs the right-hand matrix of a product into its own buffer and
- * keeps it with the operator, so the latent c that the values product reads exists twice there.
+ * keeps it with the operator, so the latent that the values product reads exists twice there.
  */
 export function estimateMemory(dims: ModelSpec, S: number, B: number, caches: CacheKind[], backendName: string): MemoryEstimate {
-  const packed = backendName === 'wasm';
-  const D = dims.dc + dims.dr;
+  const packedCopies = backendName === 'wasm' ? 2 : 1;
   const dk = dims.dn + dims.dr;
-  const copy = packed ? dims.dc : 0;
-  const perToken: Record<CacheKind, number> = {
-    latent: D + copy,
-    'latent+invrms': D + dims.G + copy,
-    'full-key': dims.H * dk + dims.dc + copy,
-  };
-  const est: MemoryEstimate = { context: S, caches: {}, work: 0, host: 0, backend: 0, total: 0 };
-  for (const k of caches) est.caches[k] = B * S * perToken[k] * BYTES_PER_NUMBER;
+  const beyondLatent: Record<CacheKind, number> = { latent: dims.dr, 'latent+invrms': dims.dr + dims.G, 'full-key': dims.H * dk };
+  const est: MemoryEstimate = { context: S, latent: B * S * dims.dc * packedCopies * BYTES_PER_NUMBER, caches: {}, work: 0, host: 0, backend: 0, total: 0 };
+  for (const k of caches) est.caches[k] = B * S * beyondLatent[k] * BYTES_PER_NUMBER;
   // The layer's parameters, plus the two rearranged copies (plain and qk-norm decode layers).
   const weights = 3 * paramInfos({ ...dims, L: 1 }).filter((p) => p.name.startsWith(ATTENTION_PREFIX)).reduce((n, p) => n + p.shape.reduce((a, b) => a * b, 1), 0);
-  // A step keeps a handful of [H, S] score tensors alive at once (scores, transposed, softmax, the nope split).
+  // A step keeps a handful of [H, S] score tensors alive at once (both terms, their sum, transposed, softmax).
   const scores = 6 * B * dims.H * S;
   const fill = 8 * FILL_BLOCK * dims.H * dk;
   est.work = (weights + scores + fill) * BYTES_PER_NUMBER;
-  const staging = Math.max(0, ...caches.map((k) => cacheNumbersPerToken(dims, k))) * B * S;
-  est.host = (B * S * D + staging) * BYTES_PER_NUMBER + 2 * dims.H * S * 8;
-  est.backend = Object.values(est.caches).reduce((a, b) => a + (b ?? 0), 0) + est.work;
+  const staging = Math.max(0, ...caches.map((k) => beyondLatent[k])) * B * S;
+  est.host = (B * S * (dims.dc + dims.dr) + staging) * BYTES_PER_NUMBER + 2 * dims.H * S * 8;
+  est.backend = est.latent + Object.values(est.caches).reduce((a, b) => a + (b ?? 0), 0) + est.work;
   est.total = est.backend + est.host;
   return est;
 }
 
 function describeEstimate(e: MemoryEstimate): string {
   const caches = Object.entries(e.caches).map(([k, v]) => `${k} ${formatBytes(v!)}`).join(', ');
-  return `${formatBytes(e.total)} = ${e.total} bytes (caches: ${caches}; scores, weights and fill work ${formatBytes(e.work)}; host arrays ${formatBytes(e.host)})`;
+  return `${formatBytes(e.total)} = ${e.total} bytes (shared latent ${formatBytes(e.latent)}; beyond it ${caches}; scores, weights and fill work ${formatBytes(e.work)}; host arrays ${formatBytes(e.host)})`;
 }
 
 /**
@@ -284,13 +281,13 @@ async function timeStep(l: BenchLayer, kind: CacheKind, cache: FixedCache): Prom
 
 type Timings = Map<CacheKind, { wall: number[]; cpu: number[] }>;
 
-/** Fill every cache from the same history; returns them with their fill times. */
-function fillCaches(layer: BenchLayer, content: LatentContent, opts: DecodeBenchOptions, log: (l: string) => void) {
+/** Fill every cache from the same history (sharing its latent tensors); returns them with their fill times. */
+function fillCaches(layer: BenchLayer, content: LatentContent, latent: tf.Tensor2D[], opts: DecodeBenchOptions, log: (l: string) => void) {
   const caches = new Map<CacheKind, FixedCache>();
   const prefillMs = new Map<CacheKind, number>();
   for (const kind of opts.caches) {
     const t0 = performance.now();
-    const cache = buildFixedCache(kind, layer, content);
+    const cache = buildFixedCache(kind, layer, content, latent);
     prefillMs.set(kind, performance.now() - t0);
     caches.set(kind, cache);
     opts.tamper?.(kind, cache);
@@ -389,7 +386,8 @@ export async function runDecodeBench(opts: DecodeBenchOptions): Promise<DecodeBe
       const log = (line: string) => opts.log?.(`context ${label}: ${line}`);
       log(`drawing ${S} tokens x ${opts.batch} sequence(s)`);
       const content = drawContent(layer, S, opts.seed);
-      const { caches, prefillMs } = fillCaches(layer, content, opts, log);
+      const latent = latentTensors(content, dims);
+      const { caches, prefillMs } = fillCaches(layer, content, latent, opts, log);
       try {
         const t0 = performance.now();
         const reference = referenceOutputs(layer, content, [...new Set(opts.caches.map(referenceVariantOf))]);
@@ -402,7 +400,8 @@ export async function runDecodeBench(opts: DecodeBenchOptions): Promise<DecodeBe
         if (summary.ratio) ratios.push(summary.ratio);
         log(summary.rows.map((row) => `${row.cache} ${row.median_ms.toFixed(2)} ms`).join(', '));
       } finally {
-        for (const cache of caches.values()) disposeFixedCache(cache);
+        // Shared latent tensors appear in several caches: dispose each tensor once.
+        tf.dispose([...new Set([...latent, ...[...caches.values()].flatMap(fixedCacheTensors)])]);
       }
     }
   } finally {

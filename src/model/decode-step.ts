@@ -37,11 +37,13 @@ export interface DecodeLayer {
   wDKVT: tf.Tensor2D;
   kvNorm: tf.Tensor1D;
   /**
-   * Per head W_UK^h [dn, dc]: moves a content query into latent space. For qk-norm its rows carry the static
-   * weights gk_n ⊙ gq_n (§4 folds the key weight into the query side; the query weight can go with it because rq is
-   * taken before either weight applies).
+   * Per head W_UK^h [dn, dc] times the softmax scale: moves a content query into latent space, scaled. For qk-norm
+   * its rows also carry the static weights gk_n ⊙ gq_n (§4 folds the key weight into the query side; the query
+   * weight can go with it because rq is taken before either weight applies).
    */
   wUK: tf.Tensor2D[];
+  /** The softmax scale times, for qk-norm scope full, gq_p: what multiplies a positional query before RoPE. [dr] */
+  positionalQueryWeight: Float32Array;
   /** Every head's W_UK^h^T side by side, [dc, H*dn]: explicit content keys of a block of tokens at append time. */
   wUKAllT: tf.Tensor2D;
   /** Per head W_UV^h^T [dc, dv]. */
@@ -65,6 +67,7 @@ export function prepareDecodeLayer(P: Params, pre: string, s: ModelSpec): Decode
       wDKVT: keep(P[`${pre}kv_a_proj_with_mqa.weight`].transpose() as tf.Tensor2D),
       kvNorm: keep(P[`${pre}kv_a_layernorm.weight`].clone() as tf.Tensor1D),
       wUK: [],
+      positionalQueryWeight: new Float32Array(s.dr).fill(attentionScale(s)),
       wUKAllT: keep(wUKAll.reshape([s.H * s.dn, s.dc]).transpose() as tf.Tensor2D),
       wUVT: tf.unstack(wUVAll).map((t) => keep(t.transpose() as tf.Tensor2D)),
       wOT: keep(P[`${pre}o_proj.weight`].transpose() as tf.Tensor2D),
@@ -85,7 +88,8 @@ export function prepareDecodeLayer(P: Params, pre: string, s: ModelSpec): Decode
       layer.qkNorm = { gqN: keep(gqN), gqP: gqP && keep(gqP), gkN: keep(gkN), gkP: gkP && keep(gkP) };
     }
     const absorbing = layer.qkNorm ? tf.mul(wUKAll, tf.mul(layer.qkNorm.gkN, layer.qkNorm.gqN).reshape([1, s.dn, 1])) : wUKAll;
-    layer.wUK = tf.unstack(absorbing).map((t) => keep(t as tf.Tensor2D));
+    layer.wUK = tf.unstack(tf.mul(absorbing, attentionScale(s))).map((t) => keep(t as tf.Tensor2D));
+    if (layer.qkNorm?.gqP) layer.positionalQueryWeight = Float32Array.from(layer.qkNorm.gqP.dataSync(), (g) => g * attentionScale(s));
     prepared = layer;
   });
   return prepared!;
@@ -140,15 +144,22 @@ export function disposeFixedCache(cache: FixedCache): void {
 // a time (about 0.25 us each: milliseconds per step, seconds per long prefill). Here the pair swap is one product
 // with a fixed signed permutation, and cos/sin come from the host, computed in float64 and rounded once.
 
-/** cos and sin at positions start..start+n-1, each value repeated for both members of its pair: [n, dr] each. */
-function interleavedAngles(dr: number, theta: number, start: number, n: number): { cos: tf.Tensor2D; sin: tf.Tensor2D } {
+/**
+ * cos and sin at positions start..start+n-1, each value repeated for both members of its pair: [n, dr] each.
+ * With `weight` [dr], the tables also apply an elementwise weight before the rotation, at no cost per step:
+ * rotate(z ⊙ w) = z ⊙ (w ⊙ cos) + swap(z) ⊙ (w' ⊙ sin), where w' exchanges the members of each pair of w.
+ */
+function interleavedAngles(dr: number, theta: number, start: number, n: number, weight?: ArrayLike<number>): { cos: tf.Tensor2D; sin: tf.Tensor2D } {
   const cos = new Float32Array(n * dr);
   const sin = new Float32Array(n * dr);
   for (let t = 0; t < n; t++) {
     for (let i = 0; i < dr / 2; i++) {
       const angle = (start + t) * Math.pow(theta, (-2 * i) / dr);
-      cos[t * dr + 2 * i] = cos[t * dr + 2 * i + 1] = Math.cos(angle);
-      sin[t * dr + 2 * i] = sin[t * dr + 2 * i + 1] = Math.sin(angle);
+      const [w0, w1] = weight ? [weight[2 * i], weight[2 * i + 1]] : [1, 1];
+      cos[t * dr + 2 * i] = w0 * Math.cos(angle);
+      cos[t * dr + 2 * i + 1] = w1 * Math.cos(angle);
+      sin[t * dr + 2 * i] = w1 * Math.sin(angle);
+      sin[t * dr + 2 * i + 1] = w0 * Math.sin(angle);
     }
   }
   return { cos: tf.tensor2d(cos, [n, dr]), sin: tf.tensor2d(sin, [n, dr]) };
@@ -164,11 +175,14 @@ function pairSwap(dr: number): tf.Tensor2D {
   return tf.tensor2d(m, [dr, dr]);
 }
 
-/** Rotate z [..., n, dr] whose rows sit at positions start..start+n-1 (leading axes share the positions). */
-export function rotatePairs(z: tf.Tensor, start: number, theta: number): tf.Tensor {
+/**
+ * Rotate z [..., n, dr] whose rows sit at positions start..start+n-1 (leading axes share the positions), after
+ * multiplying by `weight` [dr] if given.
+ */
+export function rotatePairs(z: tf.Tensor, start: number, theta: number, weight?: ArrayLike<number>): tf.Tensor {
   const dr = z.shape[z.rank - 1];
   const n = z.shape[z.rank - 2];
-  const { cos, sin } = interleavedAngles(dr, theta, start, n); // broadcast over the leading axes
+  const { cos, sin } = interleavedAngles(dr, theta, start, n, weight); // broadcast over the leading axes
   const swapped = tf.matMul(z.reshape([-1, dr]) as tf.Tensor2D, pairSwap(dr)).reshape(z.shape);
   return tf.add(tf.mul(z, cos), tf.mul(swapped, sin));
 }
@@ -259,22 +273,21 @@ function absorbQueries(l: DecodeLayer, qn: tf.Tensor3D): tf.Tensor3D {
   return tf.stack(perHead.map((qh, h) => tf.matMul(qh, l.wUK[h])), 1) as tf.Tensor3D;
 }
 
-/** Rotate B new tokens' positional rows [B, H, dr], all at position pos. */
-function rotateAt(z: tf.Tensor3D, pos: number, theta: number): tf.Tensor3D {
+/** Rotate B new tokens' positional rows [B, H, dr], all at position pos, after multiplying by `weight` [dr]. */
+function rotateAt(z: tf.Tensor3D, pos: number, theta: number, weight?: ArrayLike<number>): tf.Tensor3D {
   const [B, H, dr] = z.shape;
-  return rotatePairs(z.reshape([B * H, 1, dr]), pos, theta).reshape([B, H, dr]) as tf.Tensor3D;
+  return rotatePairs(z.reshape([B * H, 1, dr]), pos, theta, weight).reshape([B, H, dr]) as tf.Tensor3D;
 }
 
-/** Broadcast a per-group number [B, G] onto heads: [B, H, 1]. */
-function groupsToHeads(r: tf.Tensor2D, H: number): tf.Tensor3D {
-  const [B, G] = r.shape;
-  return tf.broadcastTo(r.reshape([B, G, 1, 1]), [B, G, H / G, 1]).reshape([B, H, 1]) as tf.Tensor3D;
-}
-
-/** 1/RMS of the query groups. q [B, H, w] -> [B, G]. */
-function queryInvRms(q: tf.Tensor3D, s: ModelSpec): tf.Tensor2D {
-  const [B, H, w] = q.shape;
-  return tf.rsqrt(tf.add(tf.mean(tf.square(q.reshape([B, s.G, (H / s.G) * w])), -1), s.qkEps)) as tf.Tensor2D;
+/**
+ * Each head's rows z [B, H, w] divided by the RMS of its key group's rows (§3's statistic, here for the query):
+ * with one group per head a keep-dims mean over the last axis; otherwise over the group's heads and features.
+ */
+function normalizeByGroup(z: tf.Tensor3D, s: ModelSpec): tf.Tensor3D {
+  const [B, H] = z.shape;
+  const grouped = s.G === H ? z : z.reshape([B, s.G, 1, -1]); // [B, G, 1, hpg*w]
+  const inv = tf.rsqrt(tf.add(tf.mean(tf.square(grouped), -1, true), s.qkEps));
+  return (s.G === H ? tf.mul(z, inv) : tf.mul(z.reshape([B, s.G, H / s.G, -1]), inv).reshape(z.shape)) as tf.Tensor3D;
 }
 
 /** u [B, H, dc] -> W_O concat_h(W_UV^h u_h): [B, d]. */
@@ -295,30 +308,22 @@ export function absorbedDecodeStep(l: DecodeLayer, x: tf.Tensor2D, cache: FixedC
   const pos = S - 1;
   const scale = attentionScale(s);
   const q = projectQuery(l, x); // [B, H, dn+dr]
-  const [qn, qp] = tf.split(q, [s.dn, s.dr], -1) as tf.Tensor3D[];
 
   if (cache.kind === 'full-key') return outputOf(l, fullKeyAttend(l, q, cache, pos, scale));
   if (cache.kind === 'latent' && l.qkNorm) throw new Error('the plain latent cache cannot apply QK-norm; use latent+invrms');
   if (cache.kind === 'latent+invrms' && !l.qkNorm) throw new Error('the latent+invrms cache is for the qk-norm variant');
   if (cache.c.length !== B) throw new Error(`decode step: ${B} new tokens for a cache of ${cache.c.length} sequences`);
 
-  // Per-query factors go into the query: scores need no scale pass, and rq never touches [H, S]. For qk-norm the
-  // static weights gk_n ⊙ gq_n are already in wUK.
-  let positionalQ = qp;
-  let contentFactor: tf.Tensor | number = scale;
-  let positionalFactor: tf.Tensor | number = scale;
-  if (cache.kind === 'latent+invrms') {
-    const full = s.scope === 'full';
-    const rq = groupsToHeads(queryInvRms(full ? q : qn, s), s.H); // [B, H, 1]
-    contentFactor = tf.mul(rq, scale);
-    if (full) {
-      positionalQ = tf.mul(qp, l.qkNorm!.gqP!) as tf.Tensor3D;
-      positionalFactor = contentFactor;
-    }
-  }
-  const qa = tf.mul(absorbQueries(l, qn), contentFactor) as tf.Tensor3D; // [B, H, dc]
-  const qpr = tf.mul(rotateAt(positionalQ, pos, s.ropeTheta), positionalFactor) as tf.Tensor3D; // [B, H, dr]
-  const scaleContentOnly = cache.kind === 'latent+invrms' && s.scope === 'nope';
+  // Per-query factors go into the query, so no pass over [H, S] applies them: the softmax scale and the static
+  // QK-norm weights are already in wUK and in the rotation tables; rq multiplies the query itself (its content
+  // slice only for scope nope), taken before any weight as explicit QK-norm does.
+  const invrms = cache.kind === 'latent+invrms';
+  const full = s.scope === 'full';
+  let [qn, qp] = tf.split(invrms && full ? normalizeByGroup(q, s) : q, [s.dn, s.dr], -1) as tf.Tensor3D[];
+  if (invrms && !full) qn = normalizeByGroup(qn, s);
+  const qa = absorbQueries(l, qn); // [B, H, dc]
+  const qpr = rotateAt(qp, pos, s.ropeTheta, l.positionalQueryWeight); // [B, H, dr]
+  const scaleContentOnly = invrms && !full;
   const hpg = s.H / s.G;
 
   const us: tf.Tensor2D[] = [];
@@ -328,16 +333,18 @@ export function absorbedDecodeStep(l: DecodeLayer, x: tf.Tensor2D, cache: FixedC
     const content = tf.matMul(cache.c[b], qaT); // [S, H]
     const positional = tf.matMul(cache.kpr[b], qprT); // [S, H]
     let scoresT: tf.Tensor2D; // [S, H]
-    if (cache.kind === 'latent') {
+    if (!invrms) {
       scoresT = tf.add(content, positional);
     } else {
       // The one pass latent does not make: rk_g(j) on the scores of group g's heads (on the content term only for
       // scope nope, where the positional slices are not normalised).
-      const rk = cache.rk![b].reshape([S, s.G, 1]);
-      const byGroup = (z: tf.Tensor) => z.reshape([S, s.G, hpg]);
-      scoresT = (
-        scaleContentOnly ? tf.add(tf.mul(byGroup(content), rk), byGroup(positional)) : tf.mul(byGroup(tf.add(content, positional)), rk)
-      ).reshape([S, s.H]) as tf.Tensor2D;
+      const rk = cache.rk![b];
+      const byGroup = (z: tf.Tensor) => (hpg === 1 ? z : z.reshape([S, s.G, hpg]));
+      const rkByGroup = hpg === 1 ? rk : rk.reshape([S, s.G, 1]);
+      const scaled = scaleContentOnly
+        ? tf.add(tf.mul(byGroup(content), rkByGroup), byGroup(positional))
+        : tf.mul(byGroup(tf.add(content, positional)), rkByGroup);
+      scoresT = (hpg === 1 ? scaled : scaled.reshape([S, s.H])) as tf.Tensor2D;
     }
     const p = tf.softmax(scoresT.transpose()); // [H, S]
     us.push(tf.matMul(p, cache.c[b])); // [H, dc]
@@ -354,10 +361,10 @@ function fullKeyAttend(l: DecodeLayer, q: tf.Tensor3D, cache: FullKeyFixedCache,
   if (l.qkNorm) {
     const g = l.qkNorm;
     if (s.scope === 'full') {
-      normed = tf.mul(tf.mul(q, groupsToHeads(queryInvRms(q, s), s.H)), tf.concat([g.gqN, g.gqP!])) as tf.Tensor3D;
+      normed = tf.mul(normalizeByGroup(q, s), tf.concat([g.gqN, g.gqP!])) as tf.Tensor3D;
     } else {
       const [qn, qp] = tf.split(q, [s.dn, s.dr], -1) as tf.Tensor3D[];
-      normed = tf.concat([tf.mul(tf.mul(qn, groupsToHeads(queryInvRms(qn, s), s.H)), g.gqN), qp], -1) as tf.Tensor3D;
+      normed = tf.concat([tf.mul(normalizeByGroup(qn, s), g.gqN), qp], -1) as tf.Tensor3D;
     }
   }
   const [content, positional] = tf.split(normed, [s.dn, s.dr], -1) as tf.Tensor3D[];

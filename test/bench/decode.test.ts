@@ -96,8 +96,9 @@ describe('memory accounting and refusal', () => {
     // On cpu the same caches are held once (no packed copy), so the estimate is smaller.
     const [wasm] = checkMemory(DEEPSEEK_LIKE_DIMS, [4096], 1, [...all], 'wasm', 1e12);
     const [cpu] = checkMemory(DEEPSEEK_LIKE_DIMS, [4096], 1, [...all], 'cpu', 1e12);
-    expect(cpu.caches.latent).toBe(4096 * 576 * 4);
-    expect(wasm.caches.latent).toBe(4096 * (576 + 512) * 4);
+    expect(cpu.latent).toBe(4096 * 512 * 4);
+    expect(wasm.latent).toBe(2 * 4096 * 512 * 4);
+    expect(cpu.caches).toEqual({ latent: 4096 * 64 * 4, 'latent+invrms': 4096 * (64 + 16) * 4, 'full-key': 4096 * 16 * 192 * 4 });
   });
 
   test('a context beyond --max-memory is refused up front with its estimate (exit 2)', async () => {
