@@ -6,11 +6,12 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { Document, isMap, isScalar, LineCounter, parseDocument, stringify, YAMLError } from 'yaml';
 import { UserError } from '../errors';
+import { CONFIGS_DIR } from '../paths';
 import { Config, ModelConfig } from './types';
 import { describeValue, isPlainObject, keyError, OriginLookup, validateConfig } from './validate';
 
 /** Resolved from src/config (tests) and dist/config (the built CLI) alike. */
-export const BASE_CONFIG_PATH = path.resolve(__dirname, '../../configs/base.yaml');
+export const BASE_CONFIG_PATH = path.join(CONFIGS_DIR, 'base.yaml');
 
 /** One source of keys, merged in order: base, the extends chain from root to leaf, then each `--set`. */
 interface Layer {

@@ -5,13 +5,14 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { parse as parseYaml } from 'yaml';
 import { UserError } from '../errors';
+import { CONFIGS_DIR } from '../paths';
 import { RAW_FORMATS, readRawTask, siblingLabelsFile } from './formats';
 import { BROWN_GENERATORS, type BrownSplitOptions } from './brown-tasks';
 import { METRICS } from './metrics';
 import type { MetricName, TaskItem } from './types';
 
 /** configs/tasks/ of the package; the same two levels up from src/eval/ and dist/eval/. */
-export const DEFAULT_TASKS_DIR = path.resolve(__dirname, '..', '..', 'configs', 'tasks');
+export const DEFAULT_TASKS_DIR = path.join(CONFIGS_DIR, 'tasks');
 
 export interface TaskDefinition {
   name: string;

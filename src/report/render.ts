@@ -7,7 +7,6 @@
 import { spawn } from 'child_process';
 import * as fs from 'fs';
 import { pathToFileURL } from 'url';
-import { Resvg } from '@resvg/resvg-js';
 
 /** The font stack written into every plot. Browsers pick the first installed; resvg does the same from the system fonts. */
 export const PLOT_FONT = 'DejaVu Sans, Liberation Sans, Arial, Helvetica, sans-serif';
@@ -76,6 +75,9 @@ function installedSansFamily(): string | null {
 
 /** PNG at twice the SVG's size on white, with the system fonts so axis labels and titles are drawn. */
 export function svgToPng(svg: string, scale = 2): Buffer {
+  // Loaded here, not at the top: resvg is a native module the GPU bundle leaves out (docs/gpu.md), and every
+  // command but compare must start without it.
+  const { Resvg } = require('@resvg/resvg-js') as typeof import('@resvg/resvg-js');
   const family = installedSansFamily();
   const resvg = new Resvg(svg, {
     background: 'white',

@@ -9,7 +9,9 @@ import * as path from 'path';
 import { UserError } from '../errors';
 import { writeFileAtomic } from '../model/safetensors';
 
-export const PACKAGE_ROOT = path.resolve(__dirname, '../..');
+import { PACKAGE_ROOT } from '../paths';
+
+export { PACKAGE_ROOT };
 
 export type RunStatus = 'completed' | 'diverged' | 'interrupted' | 'running';
 

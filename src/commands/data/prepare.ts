@@ -1,7 +1,7 @@
 import { Flags } from '@oclif/core';
 import { SingleBar } from 'cli-progress';
 import { MlactlCommand } from '../../cli/base';
-import { loadConfig } from '../../config/load';
+import { BASE_CONFIG_PATH, loadConfig } from '../../config/load';
 import { prepareShards, type ShardManifest } from '../../data/shards';
 import { getTokenizer } from '../../data/tokenizer';
 
@@ -23,7 +23,7 @@ export default class DataPrepare extends MlactlCommand<ShardManifest> {
 
   async run(): Promise<ShardManifest> {
     const { flags } = await this.parse(DataPrepare);
-    const cfg = loadConfig(flags.config ?? require('path').resolve(__dirname, '../../../configs/base.yaml'));
+    const cfg = loadConfig(flags.config ?? BASE_CONFIG_PATH);
     const tokenizer = getTokenizer(flags.tokenizer ?? cfg.data.tokenizer);
     const bar = !this.jsonEnabled() && process.stderr.isTTY ? new SingleBar({ format: 'tokenizing [{bar}] {value}/{total} documents | ETA {eta_formatted}', stream: process.stderr }) : undefined;
     let started = false;
