@@ -53,10 +53,10 @@ async function main() {
   const median = (a) => [...a].sort((p, q) => p - q)[Math.floor(a.length / 2)];
   // The full trainer step (with optimizer update and clipping) for the tokens/s figure.
   const trainer = new Trainer(cfg, spec, data.train);
-  trainer.runStep();
+  await trainer.runStep();
   const t0 = Date.now();
   const full = Math.max(2, Math.floor(Number(repeats) / 2));
-  for (let i = 0; i < full; i++) trainer.runStep();
+  for (let i = 0; i < full; i++) await trainer.runStep();
   const stepMs = (Date.now() - t0) / full;
   const row = {
     backend: choice.name,

@@ -17,3 +17,12 @@ function findPackageRoot(start: string): string {
 
 export const PACKAGE_ROOT = findPackageRoot(__dirname);
 export const CONFIGS_DIR = path.join(PACKAGE_ROOT, 'configs');
+
+/**
+ * The script that runs mlactl, for commands that start copies of themselves (parallel experiment arms, the demo's
+ * evaluations): bin/run.js normally, the bundle itself when running as the single-file bundle, which sets
+ * MLACTL_ENTRY because the GPU machine has no node_modules for bin/run.js to load.
+ */
+export function cliEntry(): string {
+  return process.env.MLACTL_ENTRY ?? path.join(PACKAGE_ROOT, 'bin', 'run.js');
+}

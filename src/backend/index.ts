@@ -56,6 +56,16 @@ export async function initBackend(requested: BackendName): Promise<BackendChoice
   throw new UserError(`no TensorFlow.js backend could start: ${skipped.join('; ')}`);
 }
 
+/**
+ * The largest buffer one kernel may bind on the current backend, in bytes, where there is such a limit: WebGPU's
+ * maxStorageBufferBindingSize (2 GiB - 4 on the lent H100s). A larger tensor does not fail cleanly there: Dawn
+ * reports a cascade of invalid-buffer errors and the results are garbage, so callers check sizes up front.
+ */
+export function maxBindingBytes(): number | undefined {
+  const b = tf.backend() as unknown as { device?: { limits?: { maxStorageBufferBindingSize?: number } } };
+  return b.device?.limits?.maxStorageBufferBindingSize;
+}
+
 function gpuDeviceNodePresent(): boolean {
   // eslint-disable-next-line @typescript-eslint/no-var-requires
   const fs = require('fs') as typeof import('fs');

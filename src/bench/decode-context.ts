@@ -37,6 +37,19 @@ export interface BenchLayer {
   dispose(): void;
 }
 
+/**
+ * Values of the tensor `make` builds (its intermediates freed), read asynchronously: webgpu in Node cannot read
+ * back synchronously, and the other backends lose nothing by waiting.
+ */
+async function read(make: () => tf.Tensor): Promise<Float32Array> {
+  const t = tf.tidy(make);
+  try {
+    return (await t.data()) as Float32Array;
+  } finally {
+    t.dispose();
+  }
+}
+
 export function layerFor(l: BenchLayer, kind: CacheKind): DecodeLayer {
   return kind === 'latent' ? l.plain : l.normed;
 }
@@ -98,16 +111,13 @@ function fillStandardNormal(out: Float32Array, rng: Rng): void {
  * S tokens per sequence: the first S-1 drawn like a real latent (a ~ N(0, 1), then c = RMSNorm_kv(a) with the
  * layer's norm weight; kp ~ N(0, 1)), the last computed from the new token x as an append would.
  */
-export function drawContent(l: BenchLayer, S: number, seed: number): LatentContent {
+export async function drawContent(l: BenchLayer, S: number, seed: number): Promise<LatentContent> {
   const s = l.spec;
   const B = l.x.shape[0];
-  const gain = l.normed.kvNorm.dataSync();
-  // Typed arrays leave tidy through a variable: returned, tidy would walk them element by element.
-  let fresh: Float32Array[] = [];
-  tf.tidy(() => {
-    const { c, kp } = latentOf(l.normed, l.x);
-    fresh = [c.dataSync() as Float32Array, kp.dataSync() as Float32Array];
-  });
+  const gain = await l.normed.kvNorm.data();
+  const latest = tf.tidy(() => latentOf(l.normed, l.x)); // the new token's own c and kp
+  const fresh = [await latest.c.data(), await latest.kp.data()] as Float32Array[];
+  tf.dispose([latest.c, latest.kp]);
   const content: LatentContent = { S, c: [], kp: [] };
   for (let b = 0; b < B; b++) {
     const rng = Rng.fromSeed(seed, S, b);
@@ -153,7 +163,7 @@ export function latentTensors(content: LatentContent, s: ModelSpec): tf.Tensor2D
  * Build one cache kind from the content with the append-time math of src/model/decode-step.ts. The cache holds
  * `latent` (from `latentTensors`) by reference; the caller disposes it.
  */
-export function buildFixedCache(kind: CacheKind, l: BenchLayer, content: LatentContent, latent: tf.Tensor2D[]): FixedCache {
+export async function buildFixedCache(kind: CacheKind, l: BenchLayer, content: LatentContent, latent: tf.Tensor2D[]): Promise<FixedCache> {
   const layer = layerFor(l, kind);
   const s = l.spec;
   const S = content.S;
@@ -165,11 +175,11 @@ export function buildFixedCache(kind: CacheKind, l: BenchLayer, content: LatentC
       const host = Array.from({ length: s.H }, () => new Float32Array(S * dk));
       for (let start = 0; start < S; start += FILL_BLOCK) {
         const n = Math.min(FILL_BLOCK, S - start);
-        tf.tidy(() => {
+        const block = await read(() => {
           const { c, kp } = blockTensors(content, s, b, start, n);
-          const block = fullKeyCacheRows(layer, c, kp, start).dataSync(); // [H, n, dk]
-          for (let h = 0; h < s.H; h++) host[h].set(block.subarray(h * n * dk, (h + 1) * n * dk), start * dk);
+          return fullKeyCacheRows(layer, c, kp, start); // [H, n, dk]
         });
+        for (let h = 0; h < s.H; h++) host[h].set(block.subarray(h * n * dk, (h + 1) * n * dk), start * dk);
       }
       keys.push(host.map((k) => tf.tensor2d(k, [S, dk])));
     }
@@ -182,12 +192,13 @@ export function buildFixedCache(kind: CacheKind, l: BenchLayer, content: LatentC
     const rkHost = kind === 'latent+invrms' ? new Float32Array(S * s.G) : undefined;
     for (let start = 0; start < S; start += FILL_BLOCK) {
       const n = Math.min(FILL_BLOCK, S - start);
-      tf.tidy(() => {
+      const stored = tf.tidy(() => {
         const block = blockTensors(content, s, b, start, n);
-        const stored = latentCacheRows(kind, layer, block.c, block.kp, start);
-        kprHost.set(stored.kpr.dataSync(), start * s.dr);
-        if (rkHost) rkHost.set(stored.rk!.dataSync(), start * s.G);
+        return latentCacheRows(kind, layer, block.c, block.kp, start);
       });
+      kprHost.set(await stored.kpr.data(), start * s.dr);
+      if (rkHost) rkHost.set(await stored.rk!.data(), start * s.G);
+      tf.dispose([stored.kpr, stored.rk].filter((t): t is tf.Tensor2D => t !== undefined));
     }
     kpr.push(tf.tensor2d(kprHost, [S, s.dr]));
     if (rkHost) rk.push(tf.tensor2d(rkHost, [S, s.G]));
@@ -201,8 +212,8 @@ export function buildFixedCache(kind: CacheKind, l: BenchLayer, content: LatentC
 
 type Vec = Float64Array;
 
-function host(t: tf.Tensor): Vec {
-  return Float64Array.from(t.dataSync());
+async function host(t: tf.Tensor): Promise<Vec> {
+  return Float64Array.from(await t.data());
 }
 
 function matVec(w: Vec, rows: number, cols: number, x: ArrayLike<number>): Vec {
@@ -260,7 +271,7 @@ export function referenceVariantOf(kind: CacheKind): ReferenceVariant {
 }
 
 /** The attention output [B*d] for the new token (position S-1) of every sequence, per variant, in float64. */
-export function referenceOutputs(l: BenchLayer, content: LatentContent, variants: ReferenceVariant[]): Map<ReferenceVariant, Vec> {
+export async function referenceOutputs(l: BenchLayer, content: LatentContent, variants: ReferenceVariant[]): Promise<Map<ReferenceVariant, Vec>> {
   const s = l.spec;
   const P = l.params;
   const pre = ATTENTION_PREFIX;
@@ -268,11 +279,11 @@ export function referenceOutputs(l: BenchLayer, content: LatentContent, variants
   const S = content.S;
   const dk = s.dn + s.dr;
   const scale = attentionScale(s);
-  const xs = host(l.x);
-  const wkvb = host(P[`${pre}kv_b_proj.weight`]); // [H*(dn+dv), dc], per-head blocks [W_UK^h ; W_UV^h]
-  const wo = host(P[`${pre}o_proj.weight`]); // [d, H*dv]
-  const gq = host(P[`${pre}q_norm.weight`]);
-  const gk = host(P[`${pre}k_norm.weight`]);
+  const xs = await host(l.x);
+  const wkvb = await host(P[`${pre}kv_b_proj.weight`]); // [H*(dn+dv), dc], per-head blocks [W_UK^h ; W_UV^h]
+  const wo = await host(P[`${pre}o_proj.weight`]); // [d, H*dv]
+  const gq = await host(P[`${pre}q_norm.weight`]);
+  const gk = await host(P[`${pre}k_norm.weight`]);
 
   // W_UK^T [dc, H*dn] for the block products, assembled from the checkpoint layout by index.
   const ukT = new Float32Array(s.dc * s.H * s.dn);
@@ -286,14 +297,14 @@ export function referenceOutputs(l: BenchLayer, content: LatentContent, variants
       const x = xs.subarray(b * s.d, (b + 1) * s.d);
       let q: Vec;
       if (s.dq > 0) {
-        const qa = matVec(host(P[`${pre}q_a_proj.weight`]), s.dq, s.d, x);
+        const qa = matVec(await host(P[`${pre}q_a_proj.weight`]), s.dq, s.d, x);
         let sumSq = 0;
         for (const v of qa) sumSq += v * v;
         const inv = 1 / Math.sqrt(sumSq / s.dq + s.normEps);
-        const w = host(P[`${pre}q_a_layernorm.weight`]);
-        q = matVec(host(P[`${pre}q_b_proj.weight`]), s.H * dk, s.dq, qa.map((v, i) => v * inv * w[i]));
+        const w = await host(P[`${pre}q_a_layernorm.weight`]);
+        q = matVec(await host(P[`${pre}q_b_proj.weight`]), s.H * dk, s.dq, qa.map((v, i) => v * inv * w[i]));
       } else {
-        q = matVec(host(P[`${pre}q_proj.weight`]), s.H * dk, s.d, x);
+        q = matVec(await host(P[`${pre}q_proj.weight`]), s.H * dk, s.d, x);
       }
       const queries = new Map<ReferenceVariant, Vec>();
       const queryAngles = ropeAngles(S - 1, s.dr, s.ropeTheta);
@@ -309,10 +320,7 @@ export function referenceOutputs(l: BenchLayer, content: LatentContent, variants
       const key = new Float64Array(s.H * dk);
       for (let start = 0; start < S; start += FILL_BLOCK) {
         const n = Math.min(FILL_BLOCK, S - start);
-        let kn: Float32Array = new Float32Array(0);
-        tf.tidy(() => {
-          kn = tf.matMul(tf.tensor2d(content.c[b].subarray(start * s.dc, (start + n) * s.dc), [n, s.dc]), ukTensor).dataSync() as Float32Array;
-        });
+        const kn = await read(() => tf.matMul(tf.tensor2d(content.c[b].subarray(start * s.dc, (start + n) * s.dc), [n, s.dc]), ukTensor));
         for (let t = 0; t < n; t++) {
           const j = start + t;
           const angles = ropeAngles(j, s.dr, s.ropeTheta);

@@ -282,12 +282,12 @@ async function timeStep(l: BenchLayer, kind: CacheKind, cache: FixedCache): Prom
 type Timings = Map<CacheKind, { wall: number[]; cpu: number[] }>;
 
 /** Fill every cache from the same history (sharing its latent tensors); returns them with their fill times. */
-function fillCaches(layer: BenchLayer, content: LatentContent, latent: tf.Tensor2D[], opts: DecodeBenchOptions, log: (l: string) => void) {
+async function fillCaches(layer: BenchLayer, content: LatentContent, latent: tf.Tensor2D[], opts: DecodeBenchOptions, log: (l: string) => void) {
   const caches = new Map<CacheKind, FixedCache>();
   const prefillMs = new Map<CacheKind, number>();
   for (const kind of opts.caches) {
     const t0 = performance.now();
-    const cache = buildFixedCache(kind, layer, content, latent);
+    const cache = await buildFixedCache(kind, layer, content, latent);
     prefillMs.set(kind, performance.now() - t0);
     caches.set(kind, cache);
     opts.tamper?.(kind, cache);
@@ -385,12 +385,12 @@ export async function runDecodeBench(opts: DecodeBenchOptions): Promise<DecodeBe
       const label = formatContext(S);
       const log = (line: string) => opts.log?.(`context ${label}: ${line}`);
       log(`drawing ${S} tokens x ${opts.batch} sequence(s)`);
-      const content = drawContent(layer, S, opts.seed);
+      const content = await drawContent(layer, S, opts.seed);
       const latent = latentTensors(content, dims);
-      const { caches, prefillMs } = fillCaches(layer, content, latent, opts, log);
+      const { caches, prefillMs } = await fillCaches(layer, content, latent, opts, log);
       try {
         const t0 = performance.now();
-        const reference = referenceOutputs(layer, content, [...new Set(opts.caches.map(referenceVariantOf))]);
+        const reference = await referenceOutputs(layer, content, [...new Set(opts.caches.map(referenceVariantOf))]);
         log(`float64 reference in ${((performance.now() - t0) / 1000).toFixed(2)} s`);
         const errors = await checkCaches(layer, caches, reference, tolerance, label);
         log(`outputs agree (${[...errors].map(([k, e]) => `${k} ${e.toExponential(1)}`).join(', ')}); timing`);

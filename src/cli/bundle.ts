@@ -9,6 +9,9 @@ console.warn = (...args: unknown[]) => {
   if (!String(args[0] ?? '').includes('looks like you are running TensorFlow.js in Node.js')) warn(...args);
 };
 
+// Child processes (parallel experiment arms, the demo's evaluations) start this bundle, not bin/run.js.
+process.env.MLACTL_ENTRY = __filename;
+
 async function main(): Promise<void> {
   const argv = process.argv.slice(2);
   const found = resolveCommand(argv);

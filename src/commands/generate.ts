@@ -63,7 +63,7 @@ export default class Generate extends MlactlCommand<GenerateCommandResult> {
     const model = loadRunModel(flags.run, { step: flags.step });
     try {
       const streaming = !this.jsonEnabled();
-      const r = generate(model, flags.prompt, {
+      const r = await generate(model, flags.prompt, {
         maxTokens: flags['max-tokens'],
         sampling,
         seed: flags.seed,

@@ -203,6 +203,69 @@ export function generateBrownNextSentence(testDocs: readonly BrownDoc[], seed: n
   return items;
 }
 
+/** Word-order sentences stay short enough that a choice fits the demo model's 128-byte training window. */
+export const WORD_ORDER_MAX_CHARS = 100;
+
+/**
+ * A token that takes part in the shuffle: a word or number. Punctuation stays (its spacing differs), and so do
+ * abbreviations ("Dr.", "A.M."): moved to the end, their period would merge with the sentence's.
+ */
+function isMovable(token: TaggedWord): boolean {
+  return /^[A-Za-z0-9][A-Za-z0-9'&-]*$/.test(token.word);
+}
+
+/**
+ * brown-word-order: context is the previous sentence; choices are the next sentence as written and versions of
+ * it with its words shuffled. The first word and every punctuation mark keep their places, so every choice has the
+ * same words, the same length and the same capitalised start: only the order tells them apart, which is what a
+ * language model learns first (a unigram model scores chance; a bigram model already does well).
+ */
+export function generateBrownWordOrder(testDocs: readonly BrownDoc[], seed: number, params: BrownGeneratorParams, task = 'brown-word-order'): BrownItem[] {
+  const rng = Rng.fromSeed(seed, hashString(task));
+  const candidates: { doc: BrownDoc; sentence: number }[] = [];
+  for (const doc of testDocs) {
+    doc.sentences.forEach((tokens, sentence) => {
+      if (sentence === 0 || !isUsableSentence(tokens) || isHeadline(doc.sentences[sentence - 1])) return;
+      if (prose(tokens).length > WORD_ORDER_MAX_CHARS) return;
+      // At least four movable words after the first word, so three distinct shuffles exist with room to spare.
+      if (tokens.filter(isMovable).length >= 5) candidates.push({ doc, sentence });
+    });
+  }
+  rng.shuffle(candidates);
+  const items: BrownItem[] = [];
+  for (const { doc, sentence } of candidates) {
+    if (items.length >= params.items) break;
+    const tokens = doc.sentences[sentence];
+    // The first word stays: a capitalised word in mid-sentence would give a shuffle away without any grammar.
+    const slots = tokens.map((t, i) => i).filter((i) => isMovable(tokens[i])).slice(1);
+    const gold = prose(tokens);
+    const shuffles: string[] = [];
+    const seen = new Set([gold]);
+    for (let attempt = 0; attempt < 50 && shuffles.length < params.choices - 1; attempt++) {
+      const order = rng.shuffle([...slots]);
+      const shuffled = tokens.slice();
+      slots.forEach((slot, k) => (shuffled[slot] = tokens[order[k]]));
+      const text = prose(shuffled);
+      if (!seen.has(text)) {
+        seen.add(text);
+        shuffles.push(text);
+      }
+    }
+    if (shuffles.length < params.choices - 1) continue;
+    const ref = { docId: doc.id, sentence };
+    const placed = placeGold(rng, gold, shuffles);
+    items.push({
+      kind: 'multiple_choice',
+      context: prose(doc.sentences[sentence - 1]),
+      choices: placed.choices,
+      gold: placed.gold,
+      sources: placed.choices.map(() => ref),
+    });
+  }
+  requireEnough(task, items, params);
+  return items;
+}
+
 function generatorParams(definition: TaskDefinition): BrownGeneratorParams {
   const read = (key: string, fallback: number, least: number): number => {
     const value = definition.params[key] ?? fallback;
@@ -233,5 +296,10 @@ export const BROWN_GENERATORS: Readonly<Record<string, TaskGenerator>> = {
     kind: 'multiple_choice',
     metrics: ['acc', 'acc_norm', 'acc_bytes'],
     generate: (definition, split) => plain(generateBrownNextSentence(brownTestDocuments(split), split.seed, generatorParams(definition), definition.name)),
+  },
+  'brown-word-order': {
+    kind: 'multiple_choice',
+    metrics: ['acc', 'acc_norm', 'acc_bytes'],
+    generate: (definition, split) => plain(generateBrownWordOrder(brownTestDocuments(split), split.seed, generatorParams(definition), definition.name)),
   },
 };

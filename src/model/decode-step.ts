@@ -42,8 +42,12 @@ export interface DecodeLayer {
    * weight can go with it because rq is taken before either weight applies).
    */
   wUK: tf.Tensor2D[];
-  /** The softmax scale times, for qk-norm scope full, gq_p: what multiplies a positional query before RoPE. [dr] */
-  positionalQueryWeight: Float32Array;
+  /**
+   * The softmax scale times, for qk-norm scope full, gq_p: what multiplies a positional query before RoPE, [dr],
+   * and the same with the members of each pair exchanged (what the sine term needs). Kept as tensors, not host
+   * arrays: reading gq_p back synchronously is impossible on webgpu in Node.
+   */
+  positionalQueryWeight: { w: tf.Tensor1D; swapped: tf.Tensor1D };
   /** Every head's W_UK^h^T side by side, [dc, H*dn]: explicit content keys of a block of tokens at append time. */
   wUKAllT: tf.Tensor2D;
   /** Per head W_UV^h^T [dc, dv]. */
@@ -52,6 +56,14 @@ export interface DecodeLayer {
   wOT: tf.Tensor2D;
   /** QK-norm weights split into content and positional parts (positional parts only for scope `full`). */
   qkNorm?: { gqN: tf.Tensor1D; gqP?: tf.Tensor1D; gkN: tf.Tensor1D; gkP?: tf.Tensor1D };
+}
+
+/** scale ⊙ gq_p (qk-norm scope full) or scale alone, and its pair-swapped copy: see `interleavedAngles`. */
+function positionalQueryWeight(s: ModelSpec, P: Params, pre: string, keep: <T extends tf.Tensor>(t: T) => T): DecodeLayer['positionalQueryWeight'] {
+  const scale = attentionScale(s);
+  const gqP = s.variant === 'qk-norm' && s.scope === 'full' ? P[`${pre}q_norm.weight`].slice([s.dn], [s.dr]) : undefined;
+  const w = (gqP ? tf.mul(gqP, scale) : tf.fill([s.dr], scale)) as tf.Tensor1D;
+  return { w: keep(w), swapped: keep(tf.matMul(w.reshape([1, s.dr]), pairSwapAbs(s.dr)).reshape([s.dr]) as tf.Tensor1D) };
 }
 
 /** Rearrange one layer's parameters (prefix such as `model.layers.0.self_attn.`) for `absorbedDecodeStep`. */
@@ -67,7 +79,7 @@ export function prepareDecodeLayer(P: Params, pre: string, s: ModelSpec): Decode
       wDKVT: keep(P[`${pre}kv_a_proj_with_mqa.weight`].transpose() as tf.Tensor2D),
       kvNorm: keep(P[`${pre}kv_a_layernorm.weight`].clone() as tf.Tensor1D),
       wUK: [],
-      positionalQueryWeight: new Float32Array(s.dr).fill(attentionScale(s)),
+      positionalQueryWeight: positionalQueryWeight(s, P, pre, keep),
       wUKAllT: keep(wUKAll.reshape([s.H * s.dn, s.dc]).transpose() as tf.Tensor2D),
       wUVT: tf.unstack(wUVAll).map((t) => keep(t.transpose() as tf.Tensor2D)),
       wOT: keep(P[`${pre}o_proj.weight`].transpose() as tf.Tensor2D),
@@ -89,7 +101,6 @@ export function prepareDecodeLayer(P: Params, pre: string, s: ModelSpec): Decode
     }
     const absorbing = layer.qkNorm ? tf.mul(wUKAll, tf.mul(layer.qkNorm.gkN, layer.qkNorm.gqN).reshape([1, s.dn, 1])) : wUKAll;
     layer.wUK = tf.unstack(tf.mul(absorbing, attentionScale(s))).map((t) => keep(t as tf.Tensor2D));
-    if (layer.qkNorm?.gqP) layer.positionalQueryWeight = Float32Array.from(layer.qkNorm.gqP.dataSync(), (g) => g * attentionScale(s));
     prepared = layer;
   });
   return prepared!;
@@ -97,7 +108,8 @@ export function prepareDecodeLayer(P: Params, pre: string, s: ModelSpec): Decode
 
 export function disposeDecodeLayer(l: DecodeLayer): void {
   const q = l.qkNorm;
-  tf.dispose([l.wQT, l.wQAT, l.qANorm, l.wQBT, l.wDKVT, l.kvNorm, ...l.wUK, l.wUKAllT, ...l.wUVT, l.wOT].filter(Boolean) as tf.Tensor[]);
+  const pw = l.positionalQueryWeight;
+  tf.dispose([l.wQT, l.wQAT, l.qANorm, l.wQBT, l.wDKVT, l.kvNorm, ...l.wUK, l.wUKAllT, ...l.wUVT, l.wOT, pw.w, pw.swapped].filter(Boolean) as tf.Tensor[]);
   if (q) tf.dispose([q.gqN, q.gqP, q.gkN, q.gkP].filter(Boolean) as tf.Tensor[]);
 }
 
@@ -146,23 +158,29 @@ export function disposeFixedCache(cache: FixedCache): void {
 
 /**
  * cos and sin at positions start..start+n-1, each value repeated for both members of its pair: [n, dr] each.
- * With `weight` [dr], the tables also apply an elementwise weight before the rotation, at no cost per step:
- * rotate(z ⊙ w) = z ⊙ (w ⊙ cos) + swap(z) ⊙ (w' ⊙ sin), where w' exchanges the members of each pair of w.
+ * With `weight`, the tables also apply an elementwise weight w [dr] before the rotation, for two [n, dr] products
+ * instead of a pass over z: rotate(z ⊙ w) = z ⊙ (w ⊙ cos) + swap(z) ⊙ (w' ⊙ sin), where w' (`swapped`) exchanges
+ * the members of each pair of w.
  */
-function interleavedAngles(dr: number, theta: number, start: number, n: number, weight?: ArrayLike<number>): { cos: tf.Tensor2D; sin: tf.Tensor2D } {
+function interleavedAngles(dr: number, theta: number, start: number, n: number, weight?: { w: tf.Tensor1D; swapped: tf.Tensor1D }): { cos: tf.Tensor2D; sin: tf.Tensor2D } {
   const cos = new Float32Array(n * dr);
   const sin = new Float32Array(n * dr);
   for (let t = 0; t < n; t++) {
     for (let i = 0; i < dr / 2; i++) {
       const angle = (start + t) * Math.pow(theta, (-2 * i) / dr);
-      const [w0, w1] = weight ? [weight[2 * i], weight[2 * i + 1]] : [1, 1];
-      cos[t * dr + 2 * i] = w0 * Math.cos(angle);
-      cos[t * dr + 2 * i + 1] = w1 * Math.cos(angle);
-      sin[t * dr + 2 * i] = w1 * Math.sin(angle);
-      sin[t * dr + 2 * i + 1] = w0 * Math.sin(angle);
+      cos[t * dr + 2 * i] = cos[t * dr + 2 * i + 1] = Math.cos(angle);
+      sin[t * dr + 2 * i] = sin[t * dr + 2 * i + 1] = Math.sin(angle);
     }
   }
-  return { cos: tf.tensor2d(cos, [n, dr]), sin: tf.tensor2d(sin, [n, dr]) };
+  const tables = { cos: tf.tensor2d(cos, [n, dr]), sin: tf.tensor2d(sin, [n, dr]) };
+  return weight ? { cos: tf.mul(tables.cos, weight.w), sin: tf.mul(tables.sin, weight.swapped) } : tables;
+}
+
+/** w · M exchanges the members of each pair: (w0, w1) -> (w1, w0). [dr, dr] */
+function pairSwapAbs(dr: number): tf.Tensor2D {
+  const m = new Float32Array(dr * dr);
+  for (let i = 0; i < dr / 2; i++) m[(2 * i + 1) * dr + 2 * i] = m[2 * i * dr + 2 * i + 1] = 1;
+  return tf.tensor2d(m, [dr, dr]);
 }
 
 /** z · M maps each pair (x0, x1) to (-x1, x0). [dr, dr] */
@@ -179,7 +197,7 @@ function pairSwap(dr: number): tf.Tensor2D {
  * Rotate z [..., n, dr] whose rows sit at positions start..start+n-1 (leading axes share the positions), after
  * multiplying by `weight` [dr] if given.
  */
-export function rotatePairs(z: tf.Tensor, start: number, theta: number, weight?: ArrayLike<number>): tf.Tensor {
+export function rotatePairs(z: tf.Tensor, start: number, theta: number, weight?: { w: tf.Tensor1D; swapped: tf.Tensor1D }): tf.Tensor {
   const dr = z.shape[z.rank - 1];
   const n = z.shape[z.rank - 2];
   const { cos, sin } = interleavedAngles(dr, theta, start, n, weight); // broadcast over the leading axes
@@ -274,7 +292,7 @@ function absorbQueries(l: DecodeLayer, qn: tf.Tensor3D): tf.Tensor3D {
 }
 
 /** Rotate B new tokens' positional rows [B, H, dr], all at position pos, after multiplying by `weight` [dr]. */
-function rotateAt(z: tf.Tensor3D, pos: number, theta: number, weight?: ArrayLike<number>): tf.Tensor3D {
+function rotateAt(z: tf.Tensor3D, pos: number, theta: number, weight?: { w: tf.Tensor1D; swapped: tf.Tensor1D }): tf.Tensor3D {
   const [B, H, dr] = z.shape;
   return rotatePairs(z.reshape([B * H, 1, dr]), pos, theta, weight).reshape([B, H, dr]) as tf.Tensor3D;
 }

@@ -174,7 +174,7 @@ class TextStream {
  * Generate up to `maxTokens` tokens after `prompt` (an empty prompt starts from the end-of-text id, which precedes
  * every document in training). Seeded: the same seed, model and options give the same tokens.
  */
-export function generate(model: GenerationModel, prompt: string, o: GenerateOptions): GenerateResult {
+export async function generate(model: GenerationModel, prompt: string, o: GenerateOptions): Promise<GenerateResult> {
   validateSampling(o.sampling);
   if (!Number.isInteger(o.maxTokens) || o.maxTokens < 1) throw new UserError(`--max-tokens: must be a positive integer, got ${o.maxTokens}`);
   const s = model.spec;
@@ -202,7 +202,7 @@ export function generate(model: GenerationModel, prompt: string, o: GenerateOpti
         const all = decoder.feed(tf.tensor2d([input], [1, input.length], 'int32')); // [1, n, V]
         return all.slice([0, input.length - 1, 0], [1, 1, -1]).reshape([-1]);
       });
-      const values = Float64Array.from(logits.dataSync());
+      const values = Float64Array.from(await logits.data());
       logits.dispose();
       // Ids the tokenizer cannot decode (the embedding table is rounded up) are never drawn.
       for (let id = tok.vocabSize; id < values.length; id++) values[id] = -Infinity;

@@ -5,8 +5,10 @@ import * as tf from '@tensorflow/tfjs';
 export function globalNorm(grads: tf.Tensor[]): tf.Scalar {
   return tf.tidy(() => {
     if (grads.length === 0) return tf.scalar(0);
-    const squaredSums = grads.map((g) => tf.sum(tf.square(g)));
-    return tf.sqrt(tf.addN(squaredSums)) as tf.Scalar;
+    // One scalar per tensor, gathered into a vector by concat (which every backend splits into legal pieces)
+    // rather than addN: WebGPU binds at most 8 storage buffers per kernel, and a model has ~100 gradient tensors.
+    const squaredSums = grads.map((g) => tf.sum(tf.square(g)).reshape([1]));
+    return tf.sqrt(tf.sum(tf.concat(squaredSums))) as tf.Scalar;
   });
 }
 

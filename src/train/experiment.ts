@@ -9,7 +9,8 @@ import * as path from 'path';
 import type { Config } from '../config/types';
 import { UserError } from '../errors';
 import { silentProgress, type ProgressSink } from './progress';
-import { PACKAGE_ROOT, writeJson, type RunSummary } from './runfolder';
+import { cliEntry } from '../paths';
+import { writeJson, type RunSummary } from './runfolder';
 import { prepareRun, trainRun, type TrainResult } from './run';
 
 export interface Arm {
@@ -123,7 +124,7 @@ export async function runExperiment(opts: ExperimentOptions): Promise<Experiment
 /** Run an mlactl command in a child process; resolves to its exit code. Output is discarded. */
 export function runCli(args: string[]): Promise<number> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, [path.join(PACKAGE_ROOT, 'bin', 'run.js'), ...args], { stdio: 'ignore' });
+    const child = spawn(process.execPath, [cliEntry(), ...args], { stdio: 'ignore' });
     child.on('close', (code) => resolve(code ?? 1));
     child.on('error', () => resolve(1));
   });
@@ -131,7 +132,7 @@ export function runCli(args: string[]): Promise<number> {
 
 function spawnArm(args: string[], progress: ProgressSink, label: string): Promise<number> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, [path.join(PACKAGE_ROOT, 'bin', 'run.js'), ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const child = spawn(process.execPath, [cliEntry(), ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
     let tail = '';
     child.stderr.on('data', (d: Buffer) => {
       const text = d.toString();

@@ -5,7 +5,7 @@
  */
 import * as fs from 'fs';
 import * as path from 'path';
-import { initBackend } from '../backend';
+import { initBackend, maxBindingBytes } from '../backend';
 import { configToYaml, effectiveVocab } from '../config/load';
 import type { Config } from '../config/types';
 import { validationWindows } from '../data/batches';
@@ -70,12 +70,25 @@ function valHash(data: TrainingData, starts: number[], seqLen: number): string {
   return h.digest('hex').slice(0, 16);
 }
 
+/** The biggest tensor of a training step is the micro-batch's logits (and the loss's one-hot targets, as big). */
+export function checkTensorSizes(cfg: Config, vocab: number, backendName: string, limit = maxBindingBytes()): void {
+  if (!limit) return;
+  const rowBytes = cfg.data.seq_len * vocab * 4;
+  const bytes = cfg.train.batch_size * rowBytes;
+  if (bytes <= limit) return;
+  const fits = Math.floor(limit / rowBytes);
+  throw new UserError(
+    `train.batch_size: ${cfg.train.batch_size} x ${cfg.data.seq_len} tokens x ${vocab} logits is ${(bytes / 2 ** 30).toFixed(2)} GiB in one tensor, over ${backendName}'s ${(limit / 2 ** 30).toFixed(2)} GiB binding limit; use train.batch_size <= ${fits} and raise train.grad_accum to keep the tokens per step`,
+  );
+}
+
 export async function trainRun(opts: TrainOptions): Promise<TrainResult> {
   const cfg = opts.config;
   const progress = opts.progress ?? silentProgress;
   const backend = await initBackend(cfg.backend);
   const prepared = prepareRun(cfg);
   const { data, spec, valStarts } = prepared;
+  checkTensorSizes(cfg, spec.vocab, backend.name);
   const claim = claimRunFolder(opts.runDir, { resume: !!opts.resume, force: !!opts.force });
   const dir = opts.runDir;
   let trainer: Trainer | undefined;
@@ -182,7 +195,7 @@ export async function trainRun(opts: TrainOptions): Promise<TrainResult> {
     let divergedAt: number | null = null;
 
     while (state.step < lastStep) {
-      const m = trainer.runStep();
+      const m = await trainer.runStep();
       const finite = Number.isFinite(m.train_loss) && Number.isFinite(m.grad_norm);
       windowTokens += tokensPerStep;
       const elapsedWindow = (Date.now() - windowStart) / 1000;
@@ -205,7 +218,7 @@ export async function trainRun(opts: TrainOptions): Promise<TrainResult> {
       };
       let val: number | null = null;
       if (finite && (m.step % evalEvery === 0 || m.step === totalSteps) && valStarts.length) {
-        val = trainer.evaluate(data.val, valStarts);
+        val = await trainer.evaluate(data.val, valStarts);
         state.last_val_loss = val;
         state.best_val_loss = state.best_val_loss === null ? val : Math.min(state.best_val_loss, val);
       }

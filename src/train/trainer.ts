@@ -72,9 +72,10 @@ export class Trainer {
 
   /**
    * One optimizer step over `grad_accum` micro-batches: mean gradient, global-norm clip, update, then QK-clip for
-   * the qk-clip variant. Reads back a handful of scalars (loss, norm, per-head maxima), nothing per parameter.
+   * the qk-clip variant. Reads back a handful of scalars (loss, norm, per-head maxima), nothing per parameter, and
+   * reads them asynchronously, once per step: webgpu in Node has no synchronous read-back at all.
    */
-  runStep(): StepMetrics {
+  async runStep(): Promise<StepMetrics> {
     const { cfg, spec } = this;
     const t = cfg.train;
     const T = cfg.data.seq_len;
@@ -83,7 +84,7 @@ export class Trainer {
     const allStarts: number[] = [];
     const names = Object.keys(this.params);
     let gradSum: tf.Tensor[] | undefined;
-    let lossSum = 0;
+    let lossSum: tf.Tensor | undefined;
     let maxHeads: tf.Tensor2D | undefined;
 
     for (let micro = 0; micro < t.grad_accum; micro++) {
@@ -103,8 +104,12 @@ export class Trainer {
         // variableGrads keys its result by the variables' own (unique, generated) names.
         return { value: r.value, grads: names.map((n) => r.grads[this.params[n].name]), maxLogits: ml! };
       });
-      lossSum += (value.dataSync() as Float32Array)[0];
-      value.dispose();
+      if (!lossSum) lossSum = value;
+      else {
+        const l = tf.add(lossSum, value);
+        tf.dispose([lossSum, value]);
+        lossSum = l;
+      }
       if (!gradSum) gradSum = grads;
       else {
         const summed = gradSum.map((g, i) => tf.add(g, grads[i]));
@@ -125,11 +130,10 @@ export class Trainer {
       return { norm: c.norm, clipped: c.grads };
     });
     tf.dispose(gradSum!);
-    const gradNorm = (norm.dataSync() as Float32Array)[0];
-    norm.dispose();
-    const heads = maxHeads!.arraySync();
-    maxHeads!.dispose();
-    const trainLoss = lossSum / t.grad_accum;
+    const [lossData, normData, heads] = await Promise.all([lossSum!.data(), norm.data(), maxHeads!.array()]);
+    tf.dispose([lossSum!, norm, maxHeads!]);
+    const gradNorm = normData[0];
+    const trainLoss = lossData[0] / t.grad_accum;
 
     let headsClipped = 0;
     // A non-finite step must not touch the weights: the run stops on it and keeps the last good state.
@@ -151,7 +155,7 @@ export class Trainer {
   }
 
   /** Mean cross-entropy over fixed windows, in batches of `batch_size`. */
-  evaluate(store: TokenStore, starts: number[]): number {
+  async evaluate(store: TokenStore, starts: number[]): Promise<number> {
     const T = this.cfg.data.seq_len;
     const B = this.cfg.train.batch_size;
     let total = 0;
@@ -164,7 +168,7 @@ export class Trainer {
         const targets = tf.tensor2d(batch.targets, [chunk.length, T], 'int32');
         return lossFromLogits(forward(this.params, this.spec, this.rope, inputs).logits, targets, 0).ce;
       });
-      total += (ce.dataSync() as Float32Array)[0] * chunk.length;
+      total += (await ce.data())[0] * chunk.length;
       count += chunk.length;
       ce.dispose();
     }

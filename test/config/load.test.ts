@@ -143,13 +143,13 @@ describe('base.yaml documents the Config interface', () => {
       beta1: 0.9, beta2: 0.95, adam_eps: 1e-8, muon_momentum: 0.95, grad_clip: 1, z_loss: 0, grad_accum: 1,
       log_every_steps: 10, maxlogit_every_steps: 50,
     });
-    expect(cfg.eval).toEqual({ tasks: ['brown-cloze', 'brown-next-sentence'], batch_size: 16, limit: 0 });
+    expect(cfg.eval).toEqual({ tasks: ['brown-word-order', 'brown-cloze', 'brown-next-sentence'], batch_size: 16, limit: 0 });
     expect(cfg.experiment).toEqual({ variants: [], seeds: [], lrs: [] });
 
     cfg.model.d_model = 7;
     cfg.eval.tasks.push('mutated');
     expect(baseConfig().model.d_model).toBe(256);
-    expect(baseConfig().eval.tasks).toEqual(['brown-cloze', 'brown-next-sentence']);
+    expect(baseConfig().eval.tasks).toEqual(['brown-word-order', 'brown-cloze', 'brown-next-sentence']);
   });
 });
 

@@ -22,7 +22,7 @@ describe('task definitions', () => {
   it('every shipped task YAML is valid, versioned and names a known format', () => {
     const definitions = listTaskDefinitions();
     expect(definitions.map((d) => d.name)).toEqual([
-      'arc-challenge', 'arc-easy', 'boolq', 'brown-cloze', 'brown-next-sentence', 'hellaswag', 'lambada', 'piqa', 'winogrande',
+      'arc-challenge', 'arc-easy', 'boolq', 'brown-cloze', 'brown-next-sentence', 'brown-word-order', 'hellaswag', 'lambada', 'piqa', 'winogrande',
     ]);
     for (const d of definitions) {
       expect(d.version).toBeGreaterThanOrEqual(1);

@@ -115,15 +115,15 @@ describe('generate', () => {
     jest.restoreAllMocks();
   });
 
-  test('a qk-norm model decodes through latent+invrms; the same seed gives the same tokens', () => {
+  test('a qk-norm model decodes through latent+invrms; the same seed gives the same tokens', async () => {
     const model = loadRunModel(dir);
     try {
       const opts = { maxTokens: 12, sampling: { temperature: 1, topK: 0, topP: 1 }, seed: 7 };
-      const a = generate(model, 'The', opts);
+      const a = await generate(model, 'The', opts);
       const tensorsBefore = tf.memory().numTensors;
-      const b = generate(model, 'The', opts);
+      const b = await generate(model, 'The', opts);
       expect(tf.memory().numTensors).toBe(tensorsBefore); // the decoder's caches and every logits tensor are freed
-      const c = generate(model, 'The', { ...opts, seed: 8 });
+      const c = await generate(model, 'The', { ...opts, seed: 8 });
       expect(a.cache).toBe('latent+invrms');
       // The latent, the rotated shared key and one inverse RMS per key group; no per-head key.
       const fed = a.promptTokens.length + a.tokens.length - 1; // the last drawn token is never fed
@@ -138,24 +138,24 @@ describe('generate', () => {
     }
   });
 
-  test('--cache full-key serves the same model with per-head keys; the plain latent cache is refused', () => {
+  test('--cache full-key serves the same model with per-head keys; the plain latent cache is refused', async () => {
     const model = loadRunModel(dir);
     try {
-      const r = generate(model, 'ab', { maxTokens: 3, sampling: { temperature: 0, topK: 0, topP: 1 }, seed: 0, cache: 'full-key' });
+      const r = await generate(model, 'ab', { maxTokens: 3, sampling: { temperature: 0, topK: 0, topP: 1 }, seed: 0, cache: 'full-key' });
       expect(Object.keys(r.cacheShapes).sort()).toEqual(['c', 'k']);
       expect(r.cacheShapes.k).toEqual([1, model.spec.H, 4, model.spec.dn + model.spec.dr]);
-      expect(() => generate(model, 'ab', { maxTokens: 3, sampling: { temperature: 0, topK: 0, topP: 1 }, seed: 0, cache: 'latent' })).toThrow(/cannot serve a qk-norm model/);
-      expect(() => generate(model, 'ab', { maxTokens: 3, sampling: { temperature: 0, topK: 0, topP: 1 }, seed: 0, cache: 'foo' })).toThrow(/unknown cache "foo"/);
+      await expect(generate(model, 'ab', { maxTokens: 3, sampling: { temperature: 0, topK: 0, topP: 1 }, seed: 0, cache: 'latent' })).rejects.toThrow(/cannot serve a qk-norm model/);
+      await expect(generate(model, 'ab', { maxTokens: 3, sampling: { temperature: 0, topK: 0, topP: 1 }, seed: 0, cache: 'foo' })).rejects.toThrow(/unknown cache "foo"/);
     } finally {
       model.dispose();
     }
   });
 
-  test('greedy generation equals the argmax of the full forward pass at every step', () => {
+  test('greedy generation equals the argmax of the full forward pass at every step', async () => {
     for (const d of [dir, baselineDir]) {
       const model = loadRunModel(d);
       try {
-        const r = generate(model, 'Hi', { maxTokens: 6, sampling: { temperature: 0, topK: 0, topP: 1 }, seed: 0 });
+        const r = await generate(model, 'Hi', { maxTokens: 6, sampling: { temperature: 0, topK: 0, topP: 1 }, seed: 0 });
         const seq = [...r.promptTokens];
         for (const t of r.tokens) {
           const logits = tf.tidy(() => forward(model.params, model.spec, model.rope, tf.tensor2d([seq], [1, seq.length], 'int32')).logits.slice([0, seq.length - 1, 0], [1, 1, -1]).reshape([-1]).dataSync());
@@ -168,11 +168,11 @@ describe('generate', () => {
     }
   });
 
-  test('prompt plus new tokens beyond max_seq_len is refused up front', () => {
+  test('prompt plus new tokens beyond max_seq_len is refused up front', async () => {
     const model = loadRunModel(dir);
     try {
-      expect(() => generate(model, 'abcd', { maxTokens: 46, sampling: { temperature: 1, topK: 0, topP: 1 }, seed: 0 })).toThrow(/--max-tokens 46: .* max_seq_len 48 \(at most 45 new tokens\)/);
-      expect(generate(model, 'abcd', { maxTokens: 45, sampling: { temperature: 1, topK: 5, topP: 0.9 }, seed: 0 }).tokens.length).toBeLessThanOrEqual(45);
+      await expect(generate(model, 'abcd', { maxTokens: 46, sampling: { temperature: 1, topK: 0, topP: 1 }, seed: 0 })).rejects.toThrow(/--max-tokens 46: .* max_seq_len 48 \(at most 45 new tokens\)/);
+      expect((await generate(model, 'abcd', { maxTokens: 45, sampling: { temperature: 1, topK: 5, topP: 0.9 }, seed: 0 })).tokens.length).toBeLessThanOrEqual(45);
     } finally {
       model.dispose();
     }

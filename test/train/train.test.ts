@@ -26,16 +26,16 @@ beforeAll(async () => {
   await initBackend('wasm');
 });
 
-test('no tensor leaks: the tensor count is constant over training steps after a warm-up step', () => {
+test('no tensor leaks: the tensor count is constant over training steps after a warm-up step', async () => {
   for (const variant of ['baseline', 'qk-clip', 'qk-norm']) {
     const cfg = loadConfig(TINY, [`model.variant=${variant}`, 'train.grad_accum=2', 'train.z_loss=1e-4', 'train.qk_clip.tau=0.01', 'train.optimizer=muon']);
     const spec = modelSpec(cfg.model, 320);
     const trainer = new Trainer(cfg, spec, memoryTokenStore(randomTokens(4000, 258, 3)));
-    trainer.runStep();
+    await trainer.runStep();
     const warm = tf.memory().numTensors;
-    for (let i = 0; i < 3; i++) trainer.runStep();
+    for (let i = 0; i < 3; i++) await trainer.runStep();
     expect(tf.memory().numTensors).toBe(warm);
-    trainer.evaluate(memoryTokenStore(randomTokens(400, 258, 4)), [0, 33, 66]);
+    await trainer.evaluate(memoryTokenStore(randomTokens(400, 258, 4)), [0, 33, 66]);
     expect(tf.memory().numTensors).toBe(warm);
     trainer.dispose();
   }

@@ -1,0 +1,41 @@
+// The single-file bundle finds commands through src/cli/commands.ts, not oclif's glob of dist/commands: a command
+// file missing from that table would exist in `bin/run.js` and silently vanish from the GPU bundle.
+import * as fs from 'fs';
+import * as path from 'path';
+import { COMMANDS, resolveCommand } from '../../src/cli/commands';
+import { loadConfig } from '../../src/config/load';
+import { checkTensorSizes } from '../../src/train/run';
+
+function commandIds(dir: string, prefix: string[] = []): string[] {
+  return fs.readdirSync(dir, { withFileTypes: true }).flatMap((e) => {
+    if (e.isDirectory()) return commandIds(path.join(dir, e.name), [...prefix, e.name]);
+    if (!e.name.endsWith('.ts')) return [];
+    const name = e.name.replace(/\.ts$/, '');
+    return [[...prefix, ...(name === 'index' ? [] : [name])].join(':')];
+  });
+}
+
+test('the bundle command table lists every command file, with its class', () => {
+  const ids = commandIds(path.join(__dirname, '..', '..', 'src', 'commands')).sort();
+  expect(Object.keys(COMMANDS).sort()).toEqual(ids);
+  for (const id of ids) {
+    const file = path.join(__dirname, '..', '..', 'src', 'commands', ...id.split(':')) + '.ts';
+    expect(COMMANDS[id]).toBe(require(file).default);
+  }
+});
+
+test('argv words resolve to a command id, the longest match first', () => {
+  expect(resolveCommand(['bench', 'decode', '--contexts', '1k'])).toEqual({ id: 'bench:decode', rest: ['--contexts', '1k'] });
+  expect(resolveCommand(['train', '-c', 'x.yaml'])).toEqual({ id: 'train', rest: ['-c', 'x.yaml'] });
+  expect(resolveCommand(['model'])).toBeUndefined();
+  expect(resolveCommand(['nope', 'x'])).toBeUndefined();
+});
+
+test('a micro-batch whose logits exceed the backend binding limit is refused with the key and a size that fits', () => {
+  const cfg = loadConfig(path.join(__dirname, '..', '..', 'configs', 'models', 'gpu-small.yaml'), ['train.batch_size=32']);
+  const limit = 2147483644; // WebGPU's maxStorageBufferBindingSize on the lent H100
+  // 32 x 512 x 50304 x 4 bytes = 3.07 GiB: over; 8 sequences = 0.77 GiB: fine.
+  expect(() => checkTensorSizes(cfg, 50304, 'webgpu', limit)).toThrow(/^train\.batch_size: 32 x 512 tokens x 50304 logits is 3\.07 GiB .* use train\.batch_size <= 20 /);
+  expect(() => checkTensorSizes({ ...cfg, train: { ...cfg.train, batch_size: 8 } }, 50304, 'webgpu', limit)).not.toThrow();
+  expect(() => checkTensorSizes(cfg, 50304, 'wasm', undefined)).not.toThrow(); // no limit known: nothing to check
+});
