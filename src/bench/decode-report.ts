@@ -192,14 +192,19 @@ export async function writeDecodeOutputs(dir: string, r: DecodeBenchResult, memo
   writeFileAtomic(files.json, JSON.stringify(r, null, 2) + '\n');
   writeFileAtomic(files.memory, JSON.stringify(memory, null, 2) + '\n');
   try {
-    const [rendered] = await renderSvgs([decodePlotSpec(r)]);
-    if ('error' in rendered) throw new Error(rendered.error);
-    files.svg = path.join(dir, 'decode.svg');
-    files.png = path.join(dir, 'decode.png');
-    writeFileAtomic(files.svg, rendered.svg);
-    fs.writeFileSync(files.png, svgToPng(rendered.svg));
+    Object.assign(files, await writeDecodePlot(dir, r));
   } catch (err) {
     warnings.push(`plot not written: ${(err as Error).message.split('\n')[0]}`);
   }
   return { files, warnings };
+}
+
+/** decode.svg and decode.png in `dir`, from a result (fresh, or read back from decode.json by `bench plot`). */
+export async function writeDecodePlot(dir: string, r: DecodeBenchResult): Promise<{ svg: string; png: string }> {
+  const [rendered] = await renderSvgs([decodePlotSpec(r)]);
+  if ('error' in rendered) throw new Error(rendered.error);
+  const files = { svg: path.join(dir, 'decode.svg'), png: path.join(dir, 'decode.png') };
+  writeFileAtomic(files.svg, rendered.svg);
+  writeFileAtomic(files.png, svgToPng(rendered.svg));
+  return files;
 }

@@ -2,6 +2,7 @@
 // this table exists for the single-file bundle (src/cli/bundle.ts), which has no dist folder to glob.
 import type { Command } from '@oclif/core';
 import BenchDecode from '../commands/bench/decode';
+import BenchPlot from '../commands/bench/plot';
 import Compare from '../commands/compare';
 import DataPrepare from '../commands/data/prepare';
 import Demo from '../commands/demo';
@@ -14,6 +15,7 @@ import Verify from '../commands/verify';
 
 export const COMMANDS: Record<string, Command.Class> = {
   'bench:decode': BenchDecode,
+  'bench:plot': BenchPlot,
   compare: Compare,
   'data:prepare': DataPrepare,
   demo: Demo,

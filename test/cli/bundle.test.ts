@@ -45,5 +45,5 @@ test('bench decode runs from the bundle: numbers written, the missing plot only 
 test('an unknown command is exit 2 with the list of commands', () => {
   const r = run('nope');
   expect(r.status).toBe(2);
-  expect(r.stderr).toMatch(/unknown command 'nope'; commands: bench decode, compare, /);
+  expect(r.stderr).toMatch(/unknown command 'nope'; commands: bench decode, bench plot, compare, /);
 });
