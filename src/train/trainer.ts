@@ -52,6 +52,38 @@ export function planSteps(cfg: Config): StepPlan {
   return { totalSteps, tokensPerStep, warmupSteps: Math.min(totalSteps, Math.round(cfg.train.warmup_tokens / tokensPerStep)) };
 }
 
+/**
+ * MLACTL_PROFILE_STEP=N: for optimizer step N (1-based), list the kernels of its first micro-batch (forward and
+ * backward) by total time and count, and time the micro-batches against the optimizer update, on stderr. For
+ * finding where a backend spends a step; it adds read-backs, so that step itself runs slower.
+ */
+const PROFILE_STEP = Number(process.env.MLACTL_PROFILE_STEP ?? 0);
+
+async function profileMicroBatch<T extends { value: tf.Scalar | tf.Tensor; grads: tf.Tensor[]; maxLogits: tf.Tensor2D }>(run: () => T): Promise<T> {
+  let out: T | undefined;
+  const t0 = performance.now();
+  const info = await tf.profile(() => {
+    out = run();
+    return [];
+  });
+  await out!.value.data();
+  const wall = performance.now() - t0;
+  const byName = new Map<string, { count: number; ms: number }>();
+  let timed = true;
+  for (const k of info.kernels) {
+    const e = byName.get(k.name) ?? { count: 0, ms: 0 };
+    e.count++;
+    const ms = await k.kernelTimeMs;
+    if (typeof ms === 'number') e.ms += ms;
+    else timed = false;
+    byName.set(k.name, e);
+  }
+  const rows = [...byName].sort((a, b) => b[1].ms - a[1].ms || b[1].count - a[1].count).slice(0, 15);
+  process.stderr.write(`profile: first micro-batch ${wall.toFixed(0)} ms wall, ${info.kernels.length} kernels${timed ? '' : ' (this backend reports no kernel times)'}\n`);
+  for (const [name, e] of rows) process.stderr.write(`  ${name.padEnd(28)} x${String(e.count).padStart(5)}  ${e.ms.toFixed(1)} ms\n`);
+  return out!;
+}
+
 export class Trainer {
   readonly params: Record<string, tf.Variable>;
   readonly optimizer: Optimizer;
@@ -86,12 +118,14 @@ export class Trainer {
     let gradSum: tf.Tensor[] | undefined;
     let lossSum: tf.Tensor | undefined;
     let maxHeads: tf.Tensor2D | undefined;
+    const profiling = PROFILE_STEP === step + 1;
+    const t0 = performance.now();
 
     for (let micro = 0; micro < t.grad_accum; micro++) {
       const starts = batchStarts(cfg.data.seed, step, micro, t.batch_size, T, this.train.length, t.grad_accum);
       allStarts.push(...starts);
       const batch = makeBatch(this.train, starts, T);
-      const { value, grads, maxLogits } = tf.tidy(() => {
+      const microBatch = () => tf.tidy(() => {
         const inputs = tf.tensor2d(batch.inputs, [t.batch_size, T], 'int32');
         const targets = tf.tensor2d(batch.targets, [t.batch_size, T], 'int32');
         let ml: tf.Tensor2D | undefined;
@@ -104,6 +138,7 @@ export class Trainer {
         // variableGrads keys its result by the variables' own (unique, generated) names.
         return { value: r.value, grads: names.map((n) => r.grads[this.params[n].name]), maxLogits: ml! };
       });
+      const { value, grads, maxLogits } = profiling && micro === 0 ? await profileMicroBatch(microBatch) : microBatch();
       if (!lossSum) lossSum = value;
       else {
         const l = tf.add(lossSum, value);
@@ -135,6 +170,7 @@ export class Trainer {
     const gradNorm = normData[0];
     const trainLoss = lossData[0] / t.grad_accum;
 
+    const tGrads = performance.now();
     let headsClipped = 0;
     // A non-finite step must not touch the weights: the run stops on it and keeps the last good state.
     if (Number.isFinite(trainLoss) && Number.isFinite(gradNorm)) {
@@ -142,6 +178,13 @@ export class Trainer {
       if (spec.variant === 'qk-clip') headsClipped = applyQkClip(this.params, spec, planQkClip(spec, heads, t.qk_clip));
     }
     tf.dispose(clipped);
+    if (profiling) {
+      await Promise.all(names.map((n) => this.params[n].data())); // the update has run when the weights can be read
+      const tEnd = performance.now();
+      process.stderr.write(
+        `profile step ${step + 1}: ${t.grad_accum} micro-batch(es) with gradients and clipping ${(tGrads - t0).toFixed(0)} ms, optimizer update ${(tEnd - tGrads).toFixed(0)} ms\n`,
+      );
+    }
     return {
       step: step + 1,
       tokens: (step + 1) * this.plan.tokensPerStep,
