@@ -3,6 +3,7 @@
  * (arms in parallel processes), evaluate each arm's final checkpoint against its own step-0 checkpoint on the
  * built-in tasks, and write the comparison report.
  */
+import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { loadConfig } from './config/load';
@@ -28,8 +29,38 @@ export interface DemoResult {
   report: string;
   headline: string;
   summary: string[];
+  /** Per arm and task: accuracy at step 0 and at the final checkpoint, and their difference in standard errors. */
+  learning: string[];
   arms: ExperimentResult['arms'];
   seconds: { train: number; eval: number; compare: number; total: number };
+}
+
+interface ByStepEntry {
+  step: number;
+  tasks: Record<string, Record<string, { value: number; stderr: number }>>;
+}
+
+/**
+ * "arm task: acc 0.255 ± 0.031 at step 0 -> 0.340 ± 0.034 at step 60 (+2.0 se)": whether evaluation sees the
+ * training, with the difference over the standard error of the difference, taken as if the two evaluations were
+ * independent samples (they score the same items, so the paired error would be smaller: this is conservative).
+ */
+export function learningLines(arm: string, runDir: string): string[] {
+  const file = path.join(runDir, 'eval', 'results.json');
+  if (!fs.existsSync(file)) return [];
+  const byStep = ((JSON.parse(fs.readFileSync(file, 'utf8')) as { by_step?: ByStepEntry[] }).by_step ?? []).slice().sort((a, b) => a.step - b.step);
+  if (byStep.length < 2 || byStep[0].step !== 0) return [];
+  const first = byStep[0];
+  const last = byStep[byStep.length - 1];
+  return Object.keys(last.tasks)
+    .filter((task) => first.tasks[task]?.acc && last.tasks[task].acc)
+    .map((task) => {
+      const a = first.tasks[task].acc;
+      const b = last.tasks[task].acc;
+      const se = Math.hypot(a.stderr, b.stderr);
+      const z = se > 0 ? (b.value - a.value) / se : 0;
+      return `${arm} ${task}: acc ${a.value.toFixed(3)} ± ${a.stderr.toFixed(3)} at step 0 -> ${b.value.toFixed(3)} ± ${b.stderr.toFixed(3)} at step ${last.step} (${z >= 0 ? '+' : ''}${z.toFixed(1)} se)`;
+    });
 }
 
 export async function runDemo(opts: DemoOptions): Promise<DemoResult> {
@@ -69,6 +100,7 @@ export async function runDemo(opts: DemoOptions): Promise<DemoResult> {
     report: cmp.report,
     headline: cmp.headline,
     summary: cmp.summary,
+    learning: trained.arms.flatMap((arm) => learningLines(arm.name, arm.dir)),
     arms: trained.arms,
     seconds: { train: (t1 - t0) / 1000, eval: (t2 - t1) / 1000, compare: (t3 - t2) / 1000, total: (t3 - t0) / 1000 },
   };

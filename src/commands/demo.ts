@@ -24,6 +24,11 @@ export default class Demo extends MlactlCommand<DemoResult> {
     this.say('');
     for (const line of r.summary) this.say(`- ${line}`);
     this.say('');
+    if (r.learning.length) {
+      this.say('Downstream accuracy, untrained vs trained (se: standard errors of the difference):');
+      for (const line of r.learning) this.say(`- ${line}`);
+      this.say('');
+    }
     this.say(`report: ${r.report}`);
     this.say(`time: ${r.seconds.total.toFixed(0)} s (train ${r.seconds.train.toFixed(0)}, eval ${r.seconds.eval.toFixed(0)}, compare ${r.seconds.compare.toFixed(0)})`);
     return r;
