@@ -5,7 +5,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import YAML from 'yaml';
-import { initBackend } from '../backend';
+import { initBackend, maxBindingBytes } from '../backend';
 import type { BackendName, Config } from '../config/types';
 import { UserError } from '../errors';
 import { loadRunModel, TfScoringModel } from '../model/scoring';
@@ -77,8 +77,9 @@ export async function evaluateRun(opts: EvaluateRunOptions): Promise<EvaluateRun
   for (const ckpt of chosen) {
     const model = loadRunModel(opts.runDir, { step: ckpt.step });
     try {
-      const scorer = new TfScoringModel(model, { batchSize: opts.batchSize ?? cfg.eval.batch_size, maxSeqLen: cfg.data.seq_len });
-      const results = await evaluateTasks(scorer, tasks, { limit, batchSize: opts.batchSize ?? cfg.eval.batch_size, onProgress: (p) => opts.onProgress?.({ ...p, step: ckpt.step }) });
+      const batchSize = fittingBatch(opts.batchSize ?? cfg.eval.batch_size, cfg.data.seq_len, model.spec.vocab);
+      const scorer = new TfScoringModel(model, { batchSize, maxSeqLen: cfg.data.seq_len });
+      const results = await evaluateTasks(scorer, tasks, { limit, batchSize, onProgress: (p) => opts.onProgress?.({ ...p, step: ckpt.step }) });
       items += results.tasks.reduce((n, t) => n + t.n, 0);
       const summary = writeEvalResults(opts.runDir, results, { checkpointStep: ckpt.step, tokens: tokensAt(ckpt.dir) });
       appendByStep(opts.runDir, summary);
@@ -89,6 +90,15 @@ export async function evaluateRun(opts: EvaluateRunOptions): Promise<EvaluateRun
   }
   recordHistory(opts.runDir);
   return { runDir: opts.runDir, evaluations, itemsPerSecond: items / ((Date.now() - t0) / 1000) };
+}
+
+/**
+ * The scoring batch, lowered where the backend cannot bind its logits (batch x window x vocab floats) in one
+ * buffer (WebGPU: 2 GiB). Scores do not depend on the batch, so unlike training this adapts instead of refusing.
+ */
+export function fittingBatch(batch: number, window: number, vocab: number, limit = maxBindingBytes()): number {
+  if (!limit) return batch;
+  return Math.max(1, Math.min(batch, Math.floor(limit / (window * vocab * 4))));
 }
 
 /**

@@ -39,3 +39,12 @@ test('a micro-batch whose logits exceed the backend binding limit is refused wit
   expect(() => checkTensorSizes({ ...cfg, train: { ...cfg.train, batch_size: 8 } }, 50304, 'webgpu', limit)).not.toThrow();
   expect(() => checkTensorSizes(cfg, 50304, 'wasm', undefined)).not.toThrow(); // no limit known: nothing to check
 });
+
+test('evaluation lowers its scoring batch to what the binding limit holds instead of failing', () => {
+  const { fittingBatch } = require('../../src/eval/run-eval') as typeof import('../../src/eval/run-eval');
+  // paper-400m on WebGPU: 16 x 2048 x 50304 floats would be 6.1 GiB; 5 sequences (1.9 GiB) fit in 2 GiB.
+  expect(fittingBatch(16, 2048, 50304, 2147483644)).toBe(5);
+  expect(fittingBatch(16, 128, 320, 2147483644)).toBe(16); // small models keep the configured batch
+  expect(fittingBatch(16, 2048, 50304, undefined)).toBe(16); // no limit known (cpu, wasm, tensorflow)
+  expect(fittingBatch(16, 1 << 20, 50304, 2147483644)).toBe(1); // never below one sequence
+});
