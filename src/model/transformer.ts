@@ -26,6 +26,15 @@ function outputLogits(x: tf.Tensor, P: Params, s: ModelSpec): tf.Tensor3D {
 
 /** The training form: a pre-norm decoder over whole sequences. Call inside tf.tidy (or a gradient function). */
 export function forward(P: Params, s: ModelSpec, rope: RopeTables, tokens: tf.Tensor2D, trackMaxLogit = false): ForwardResult {
+  const { hidden, maxLogits } = forwardHidden(P, s, rope, tokens, trackMaxLogit);
+  return { logits: linear(hidden, headWeight(P)) as tf.Tensor3D, maxLogits };
+}
+
+/**
+ * The training form up to the output head: the final-normed hidden states [B, T, d] that the head weight
+ * (`headWeight`) turns into logits. For losses that never hold all logits at once (src/train/head-loss.ts).
+ */
+export function forwardHidden(P: Params, s: ModelSpec, rope: RopeTables, tokens: tf.Tensor2D, trackMaxLogit = false): { hidden: tf.Tensor3D; maxLogits?: tf.Tensor2D } {
   let x = embed(P, tokens);
   const maxes: tf.Tensor1D[] = [];
   for (let i = 0; i < s.L; i++) {
@@ -34,7 +43,7 @@ export function forward(P: Params, s: ModelSpec, rope: RopeTables, tokens: tf.Te
     if (att.maxLogit) maxes.push(att.maxLogit);
     x = mlpBlock(tf.add(x, att.out), P, pre, s) as tf.Tensor3D;
   }
-  return { logits: outputLogits(x, P, s), maxLogits: trackMaxLogit ? (tf.stack(maxes) as tf.Tensor2D) : undefined };
+  return { hidden: rmsNorm(x, P['model.norm.weight'], s.normEps) as tf.Tensor3D, maxLogits: trackMaxLogit ? (tf.stack(maxes) as tf.Tensor2D) : undefined };
 }
 
 /**

@@ -70,15 +70,20 @@ function valHash(data: TrainingData, starts: number[], seqLen: number): string {
   return h.digest('hex').slice(0, 16);
 }
 
-/** The biggest tensor of a training step is the micro-batch's logits (and the loss's one-hot targets, as big). */
-export function checkTensorSizes(cfg: Config, vocab: number, backendName: string, limit = maxBindingBytes()): void {
+/**
+ * The biggest activation of a training step, per sequence of the micro-batch: the attention scores [H, T, T] or
+ * the MLP's hidden [T, d_ff]. (The logits [T, V] are not: the head loss builds them in chunks under the limit,
+ * src/train/head-loss.ts.) A tensor over the backend's binding limit is refused before any work.
+ */
+export function checkTensorSizes(cfg: Config, spec: ModelSpec, backendName: string, limit = maxBindingBytes()): void {
   if (!limit) return;
-  const rowBytes = cfg.data.seq_len * vocab * 4;
-  const bytes = cfg.train.batch_size * rowBytes;
+  const T = cfg.data.seq_len;
+  const perSequence = Math.max(spec.H * T * T, T * cfg.model.d_ff) * 4;
+  const bytes = cfg.train.batch_size * perSequence;
   if (bytes <= limit) return;
-  const fits = Math.floor(limit / rowBytes);
+  const fits = Math.max(1, Math.floor(limit / perSequence));
   throw new UserError(
-    `train.batch_size: ${cfg.train.batch_size} x ${cfg.data.seq_len} tokens x ${vocab} logits is ${(bytes / 2 ** 30).toFixed(2)} GiB in one tensor, over ${backendName}'s ${(limit / 2 ** 30).toFixed(2)} GiB binding limit; use train.batch_size <= ${fits} and raise train.grad_accum to keep the tokens per step`,
+    `train.batch_size: ${cfg.train.batch_size} sequences of ${T} tokens make a ${(bytes / 2 ** 30).toFixed(2)} GiB activation (attention scores or MLP hidden), over ${backendName}'s ${(limit / 2 ** 30).toFixed(2)} GiB binding limit; use train.batch_size <= ${fits} and raise train.grad_accum to keep the tokens per step`,
   );
 }
 
@@ -88,7 +93,7 @@ export async function trainRun(opts: TrainOptions): Promise<TrainResult> {
   const backend = await initBackend(cfg.backend);
   const prepared = prepareRun(cfg);
   const { data, spec, valStarts } = prepared;
-  checkTensorSizes(cfg, spec.vocab, backend.name);
+  checkTensorSizes(cfg, spec, backend.name);
   const claim = claimRunFolder(opts.runDir, { resume: !!opts.resume, force: !!opts.force });
   const dir = opts.runDir;
   let trainer: Trainer | undefined;

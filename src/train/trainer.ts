@@ -6,9 +6,10 @@ import * as tf from '@tensorflow/tfjs';
 import type { Config } from '../config/types';
 import { batchHash, batchStarts, makeBatch, type TokenStore } from '../data/batches';
 import { RopeTables } from '../model/layers';
-import { initParams } from '../model/params';
+import { headWeight, initParams } from '../model/params';
 import { type ModelSpec } from '../model/spec';
-import { forward } from '../model/transformer';
+import { forwardHidden } from '../model/transformer';
+import { headLoss, lossFromLogits } from './head-loss';
 import { clipByGlobalNorm } from '../optim/gradients';
 import { Optimizer } from '../optim/optimizer';
 import { applyQkClip, planQkClip } from '../optim/qkclip';
@@ -26,18 +27,7 @@ export interface StepMetrics {
   batch_hash: string;
 }
 
-/** Cross-entropy (nats per token) plus the optional z-loss that keeps the softmax normaliser near 1 (PaLM). */
-export function lossFromLogits(logits: tf.Tensor3D, targets: tf.Tensor2D, zLoss: number): { loss: tf.Scalar; ce: tf.Scalar } {
-  const V = logits.shape[2];
-  const flat = logits.reshape([-1, V]) as tf.Tensor2D; // [N, V]
-  const lse = tf.logSumExp(flat, -1); // [N]
-  // A one-hot product rather than a batched gather: the gather's gradient is a segment sum over N*V segments,
-  // which the cpu backend computes in O((N*V)^2).
-  const picked = tf.sum(tf.mul(flat, tf.oneHot(targets.reshape([-1]) as tf.Tensor1D, V)), -1); // [N] logit of the target
-  const ce = tf.mean(tf.sub(lse, picked)) as tf.Scalar;
-  const loss = zLoss > 0 ? (tf.add(ce, tf.mul(zLoss, tf.mean(tf.square(lse)))) as tf.Scalar) : ce;
-  return { loss, ce };
-}
+export { lossFromLogits };
 
 export interface StepPlan {
   totalSteps: number;
@@ -130,9 +120,9 @@ export class Trainer {
         const targets = tf.tensor2d(batch.targets, [t.batch_size, T], 'int32');
         let ml: tf.Tensor2D | undefined;
         const f = () => {
-          const out = forward(this.params, spec, this.rope, inputs, true);
+          const out = forwardHidden(this.params, spec, this.rope, inputs, true);
           ml = tf.keep(out.maxLogits!);
-          return lossFromLogits(out.logits, targets, t.z_loss).loss;
+          return headLoss(out.hidden, headWeight(this.params), targets, t.z_loss).loss;
         };
         const r = tf.variableGrads(f, names.map((n) => this.params[n]));
         // variableGrads keys its result by the variables' own (unique, generated) names.
@@ -209,7 +199,7 @@ export class Trainer {
       const ce = tf.tidy(() => {
         const inputs = tf.tensor2d(batch.inputs, [chunk.length, T], 'int32');
         const targets = tf.tensor2d(batch.targets, [chunk.length, T], 'int32');
-        return lossFromLogits(forward(this.params, this.spec, this.rope, inputs).logits, targets, 0).ce;
+        return headLoss(forwardHidden(this.params, this.spec, this.rope, inputs).hidden, headWeight(this.params), targets, 0).ce;
       });
       total += (await ce.data())[0] * chunk.length;
       count += chunk.length;

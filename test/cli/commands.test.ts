@@ -4,6 +4,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { COMMANDS, resolveCommand } from '../../src/cli/commands';
 import { loadConfig } from '../../src/config/load';
+import { modelSpec } from '../../src/model/spec';
 import { checkTensorSizes } from '../../src/train/run';
 
 function commandIds(dir: string, prefix: string[] = []): string[] {
@@ -31,13 +32,17 @@ test('argv words resolve to a command id, the longest match first', () => {
   expect(resolveCommand(['nope', 'x'])).toBeUndefined();
 });
 
-test('a micro-batch whose logits exceed the backend binding limit is refused with the key and a size that fits', () => {
-  const cfg = loadConfig(path.join(__dirname, '..', '..', 'configs', 'models', 'gpu-small.yaml'), ['train.batch_size=32']);
+test('a micro-batch whose attention scores exceed the backend binding limit is refused with the key and a size that fits', () => {
+  const cfg = loadConfig(path.join(__dirname, '..', '..', 'configs', 'models', 'paper-400m.yaml'));
+  const spec = modelSpec(cfg.model, 50304);
   const limit = 2147483644; // WebGPU's maxStorageBufferBindingSize on the lent H100
-  // 32 x 512 x 50304 x 4 bytes = 3.07 GiB: over; 8 sequences = 0.77 GiB: fine.
-  expect(() => checkTensorSizes(cfg, 50304, 'webgpu', limit)).toThrow(/^train\.batch_size: 32 x 512 tokens x 50304 logits is 3\.07 GiB .* use train\.batch_size <= 20 /);
-  expect(() => checkTensorSizes({ ...cfg, train: { ...cfg.train, batch_size: 8 } }, 50304, 'webgpu', limit)).not.toThrow();
-  expect(() => checkTensorSizes(cfg, 50304, 'wasm', undefined)).not.toThrow(); // no limit known: nothing to check
+  // paper-400m: 64 sequences x 16 heads x 2048 x 2048 scores x 4 bytes = 16 GiB; 7 sequences (1.75 GiB) fit.
+  expect(() => checkTensorSizes(cfg, spec, 'webgpu', limit)).toThrow(/^train\.batch_size: 64 sequences of 2048 tokens make a 16\.00 GiB activation .* use train\.batch_size <= 7 /);
+  expect(() => checkTensorSizes({ ...cfg, train: { ...cfg.train, batch_size: 7 } }, spec, 'webgpu', limit)).not.toThrow();
+  // The logits no longer count: gpu-small at 32 x 512 (3.1 GiB of logits, 0.27 GiB of scores) is accepted.
+  const small = loadConfig(path.join(__dirname, '..', '..', 'configs', 'models', 'gpu-small.yaml'), ['train.batch_size=32']);
+  expect(() => checkTensorSizes(small, modelSpec(small.model, 50304), 'webgpu', limit)).not.toThrow();
+  expect(() => checkTensorSizes(cfg, spec, 'wasm', undefined)).not.toThrow(); // no limit known: nothing to check
 });
 
 test('evaluation lowers its scoring batch to what the binding limit holds instead of failing', () => {
