@@ -11,7 +11,7 @@ import { evaluateRun } from './eval/run-eval';
 import { compareRuns, type CompareResult } from './report/compare';
 import { latestCheckpoint } from './train/checkpoint';
 import { runCli, runExperiment, type ExperimentResult } from './train/experiment';
-import { PACKAGE_ROOT } from './train/runfolder';
+import { PACKAGE_ROOT } from './paths';
 import type { ProgressSink } from './train/progress';
 
 export const DEMO_CONFIG = path.join(PACKAGE_ROOT, 'configs', 'experiments', 'demo.yaml');

@@ -63,7 +63,7 @@ function positionalQueryWeight(s: ModelSpec, P: Params, pre: string, keep: <T ex
   const scale = attentionScale(s);
   const gqP = s.variant === 'qk-norm' && s.scope === 'full' ? P[`${pre}q_norm.weight`].slice([s.dn], [s.dr]) : undefined;
   const w = (gqP ? tf.mul(gqP, scale) : tf.fill([s.dr], scale)) as tf.Tensor1D;
-  return { w: keep(w), swapped: keep(tf.matMul(w.reshape([1, s.dr]), pairSwapAbs(s.dr)).reshape([s.dr]) as tf.Tensor1D) };
+  return { w: keep(w), swapped: keep(tf.reverse(w.reshape([s.dr / 2, 2]), 1).reshape([s.dr]) as tf.Tensor1D) };
 }
 
 /** Rearrange one layer's parameters (prefix such as `model.layers.0.self_attn.`) for `absorbedDecodeStep`. */
@@ -174,13 +174,6 @@ function interleavedAngles(dr: number, theta: number, start: number, n: number, 
   }
   const tables = { cos: tf.tensor2d(cos, [n, dr]), sin: tf.tensor2d(sin, [n, dr]) };
   return weight ? { cos: tf.mul(tables.cos, weight.w), sin: tf.mul(tables.sin, weight.swapped) } : tables;
-}
-
-/** w · M exchanges the members of each pair: (w0, w1) -> (w1, w0). [dr, dr] */
-function pairSwapAbs(dr: number): tf.Tensor2D {
-  const m = new Float32Array(dr * dr);
-  for (let i = 0; i < dr / 2; i++) m[(2 * i + 1) * dr + 2 * i] = m[2 * i * dr + 2 * i + 1] = 1;
-  return tf.tensor2d(m, [dr, dr]);
 }
 
 /** z · M maps each pair (x0, x1) to (-x1, x0). [dr, dr] */

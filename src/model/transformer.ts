@@ -20,8 +20,12 @@ function mlpBlock(h: tf.Tensor, P: Params, pre: string, s: ModelSpec): tf.Tensor
   return tf.add(h, swiglu(x, P[`${pre}mlp.gate_proj.weight`], P[`${pre}mlp.up_proj.weight`], P[`${pre}mlp.down_proj.weight`]));
 }
 
+function finalNorm(x: tf.Tensor, P: Params, s: ModelSpec): tf.Tensor3D {
+  return rmsNorm(x, P['model.norm.weight'], s.normEps) as tf.Tensor3D;
+}
+
 function outputLogits(x: tf.Tensor, P: Params, s: ModelSpec): tf.Tensor3D {
-  return linear(rmsNorm(x, P['model.norm.weight'], s.normEps), headWeight(P)) as tf.Tensor3D;
+  return linear(finalNorm(x, P, s), headWeight(P)) as tf.Tensor3D;
 }
 
 /** The training form: a pre-norm decoder over whole sequences. Call inside tf.tidy (or a gradient function). */
@@ -43,7 +47,7 @@ export function forwardHidden(P: Params, s: ModelSpec, rope: RopeTables, tokens:
     if (att.maxLogit) maxes.push(att.maxLogit);
     x = mlpBlock(tf.add(x, att.out), P, pre, s) as tf.Tensor3D;
   }
-  return { hidden: rmsNorm(x, P['model.norm.weight'], s.normEps) as tf.Tensor3D, maxLogits: trackMaxLogit ? (tf.stack(maxes) as tf.Tensor2D) : undefined };
+  return { hidden: finalNorm(x, P, s), maxLogits: trackMaxLogit ? (tf.stack(maxes) as tf.Tensor2D) : undefined };
 }
 
 /**

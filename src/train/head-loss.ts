@@ -7,7 +7,8 @@
 // [rows, V] and the micro-batch size is no longer capped by the vocabulary.
 import * as tf from '@tensorflow/tfjs';
 import { maxBindingBytes } from '../backend';
-import { matmul } from '../model/layers';
+import { linear, matmul } from '../model/layers';
+import { accumulate } from './accumulate';
 
 /** Cross-entropy (nats per token) plus the optional z-loss that keeps the softmax normaliser near 1 (PaLM). */
 export function lossFromLogits(logits: tf.Tensor3D, targets: tf.Tensor2D, zLoss: number): { loss: tf.Scalar; ce: tf.Scalar } {
@@ -39,10 +40,7 @@ export function headLoss(hidden: tf.Tensor3D, W: tf.Tensor2D, targets: tf.Tensor
   const [B, T, d] = hidden.shape;
   const V = W.shape[0];
   const N = B * T;
-  if (N * V * 4 <= budgetBytes) {
-    const logits = matmul(hidden.reshape([N, d]), W, false, true).reshape([B, T, V]) as tf.Tensor3D;
-    return lossFromLogits(logits, targets, zLoss);
-  }
+  if (N * V * 4 <= budgetBytes) return lossFromLogits(linear(hidden, W) as tf.Tensor3D, targets, zLoss);
   const rows = Math.max(1, Math.floor(budgetBytes / (V * 4)));
   const both = chunkedCrossEntropy(hidden.reshape([N, d]) as tf.Tensor2D, W, targets.reshape([N]) as tf.Tensor1D, zLoss, rows);
   const [loss, ce] = tf.unstack(both) as tf.Scalar[];
@@ -78,8 +76,8 @@ export function chunkedCrossEntropy(h: tf.Tensor2D, W: tf.Tensor2D, targets: tf.
         return { lse, picked };
       }),
     );
-    const lse = perChunk.length === 1 ? perChunk[0].lse : tf.concat(perChunk.map((c) => c.lse));
-    const picked = perChunk.length === 1 ? perChunk[0].picked : tf.concat(perChunk.map((c) => c.picked));
+    const lse = tf.concat(perChunk.map((c) => c.lse));
+    const picked = tf.concat(perChunk.map((c) => c.picked));
     const ce = tf.mean(tf.sub(lse, picked));
     const loss = zLoss > 0 ? tf.add(ce, tf.mul(zLoss, tf.mean(tf.square(lse)))) : ce;
     // Everything the backward pass reads must be saved: autodiff frees the forward pass's other tensors (here the
@@ -104,15 +102,9 @@ export function chunkedCrossEntropy(h: tf.Tensor2D, W: tf.Tensor2D, targets: tf.
             return { dh: matmul(dLogits, ws) as tf.Tensor2D, dWc: matmul(dLogits, hc, true, false) as tf.Tensor2D };
           });
           dhParts.push(r.dh);
-          if (!dW) dW = r.dWc;
-          else {
-            const sum = tf.add(dW, r.dWc) as tf.Tensor2D;
-            tf.dispose([dW, r.dWc]);
-            dW = sum;
-          }
+          dW = accumulate(dW, r.dWc, tf.add);
         }
-        const dh = dhParts.length === 1 ? dhParts[0] : tf.concat(dhParts);
-        return [dh, dW!];
+        return [tf.concat(dhParts), dW!];
       },
     };
   };

@@ -11,8 +11,6 @@ import { writeFileAtomic } from '../model/safetensors';
 
 import { PACKAGE_ROOT } from '../paths';
 
-export { PACKAGE_ROOT };
-
 export type RunStatus = 'completed' | 'diverged' | 'interrupted' | 'running';
 
 export interface RunSummary {

@@ -9,7 +9,8 @@ import { RopeTables } from '../model/layers';
 import { headWeight, initParams } from '../model/params';
 import { type ModelSpec } from '../model/spec';
 import { forwardHidden } from '../model/transformer';
-import { headLoss, lossFromLogits } from './head-loss';
+import { accumulate } from './accumulate';
+import { headLoss } from './head-loss';
 import { clipByGlobalNorm } from '../optim/gradients';
 import { Optimizer } from '../optim/optimizer';
 import { applyQkClip, planQkClip } from '../optim/qkclip';
@@ -26,8 +27,6 @@ export interface StepMetrics {
   heads_clipped: number;
   batch_hash: string;
 }
-
-export { lossFromLogits };
 
 export interface StepPlan {
   totalSteps: number;
@@ -129,24 +128,14 @@ export class Trainer {
         return { value: r.value, grads: names.map((n) => r.grads[this.params[n].name]), maxLogits: ml! };
       });
       const { value, grads, maxLogits } = profiling && micro === 0 ? await profileMicroBatch(microBatch) : microBatch();
-      if (!lossSum) lossSum = value;
-      else {
-        const l = tf.add(lossSum, value);
-        tf.dispose([lossSum, value]);
-        lossSum = l;
-      }
+      lossSum = accumulate(lossSum, value, tf.add);
       if (!gradSum) gradSum = grads;
       else {
         const summed = gradSum.map((g, i) => tf.add(g, grads[i]));
         tf.dispose([...gradSum, ...grads]);
         gradSum = summed;
       }
-      if (!maxHeads) maxHeads = maxLogits;
-      else {
-        const m = tf.maximum(maxHeads, maxLogits) as tf.Tensor2D;
-        tf.dispose([maxHeads, maxLogits]);
-        maxHeads = m;
-      }
+      maxHeads = accumulate(maxHeads, maxLogits, tf.maximum);
     }
 
     const { norm, clipped } = tf.tidy(() => {
