@@ -16,6 +16,12 @@ export abstract class MlactlCommand<T> extends Command {
       process.stderr.write(`mlactl: ${err.message}\n`);
       this.exit(err.exitCode);
     }
+    // The disk or the file system said no (full, read-only, no permission): one line naming the file, not a trace.
+    const sys = systemErrorLine(err as NodeJS.ErrnoException);
+    if (sys) {
+      process.stderr.write(`mlactl: ${sys}\n`);
+      this.exit(1);
+    }
     // oclif's own flag-parsing errors are also the user's input: keep them one line with exit code 2.
     if (err.oclif?.exit === 2 || err.name === 'CLIError' && /flag|argument|Unexpected/i.test(err.message)) {
       process.stderr.write(`mlactl: ${err.message.split('\n')[0]}\n`);
@@ -37,3 +43,20 @@ export const configFlags = {
   set: Flags.string({ description: 'override a config key: --set train.lr=3e-4 (repeatable)', multiple: true, default: [] }),
   backend: Flags.string({ description: 'auto|tensorflow|wasm|cpu|webgpu (overrides the config key `backend`)' }),
 };
+
+const SYSTEM_ERRORS: Record<string, string> = {
+  ENOSPC: 'no space left on the device',
+  EDQUOT: 'disk quota exceeded',
+  EACCES: 'permission denied',
+  EPERM: 'operation not permitted',
+  EROFS: 'read-only file system',
+  EMFILE: 'too many open files',
+  EIO: 'input/output error',
+};
+
+/** `path: what went wrong` for the file-system failures a user can act on; null for anything else. */
+export function systemErrorLine(e: NodeJS.ErrnoException): string | null {
+  const what = e && typeof e.code === 'string' ? SYSTEM_ERRORS[e.code] : undefined;
+  if (!what) return null;
+  return `${e.path ?? 'a file'}: ${what} (${e.syscall ?? 'write'})`;
+}

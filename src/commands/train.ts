@@ -6,7 +6,7 @@ import { UserError } from '../errors';
 import { expandArms, isExperiment, runExperiment, type ExperimentResult } from '../train/experiment';
 import { silentProgress, terminalProgress } from '../train/progress';
 import type { RunSummary } from '../train/runfolder';
-import { trainRun } from '../train/run';
+import { SIGNAL_EXIT_CODES, trainRun } from '../train/run';
 
 export type TrainCommandResult = { kind: 'run'; dir: string; summary: RunSummary } | { kind: 'experiment'; result: ExperimentResult };
 
@@ -53,7 +53,8 @@ export default class Train extends MlactlCommand<TrainCommandResult> {
       });
       for (const a of result.arms) this.say(`${a.name.padEnd(24)} ${a.status.padEnd(12)} ${a.summary?.final_val_loss?.toFixed(4) ?? a.error ?? ''}`);
       this.say(`experiment folder: ${dir}`);
-      if (result.arms.some((a) => a.status === 'failed')) process.exitCode = 1;
+      if (result.stopSignal) process.exitCode = SIGNAL_EXIT_CODES[result.stopSignal];
+      else if (result.arms.some((a) => a.status === 'failed')) process.exitCode = 1;
       else if (result.arms.some((a) => a.status === 'diverged')) process.exitCode = 3;
       return { kind: 'experiment', result };
     }

@@ -74,14 +74,22 @@ export function groupInvRms(z: tf.Tensor4D, G: number, eps: number): tf.Tensor3D
   return tf.rsqrt(tf.add(tf.mean(tf.square(grouped), [2, 4]), eps)) as tf.Tensor3D; // [B, G, n]
 }
 
-/** Broadcast a per-group statistic [B, G, n] onto heads: [B, H, n, 1]. */
-function groupToHeads(r: tf.Tensor3D, H: number): tf.Tensor4D {
-  const [B, G, n] = r.shape;
-  return tf.broadcastTo(r.reshape([B, G, 1, n, 1]), [B, G, H / G, n, 1]).reshape([B, H, n, 1]) as tf.Tensor4D;
+/**
+ * z ⊙ r with a per-group factor r [B, G, n, D'] (D' = 1 or D) spread over the group's heads: z [B, H, n, D].
+ * A broadcasting product on the grouped view rather than broadcastTo/tile onto heads, whose gradients tfjs lacks
+ * for rank-5 tensors (every G < H failed at the first backward pass). For G = H the products are the same ones.
+ */
+function scaleGroups(z: tf.Tensor4D, r: tf.Tensor4D, G: number): tf.Tensor4D {
+  const [B, H, n, D] = z.shape;
+  const [, , , Dr] = r.shape;
+  const grouped = z.reshape([B, G, H / G, n, D]);
+  return tf.mul(grouped, r.reshape([B, G, 1, n, Dr])).reshape([B, H, n, D]) as tf.Tensor4D;
 }
 
 function normalizeGroups(z: tf.Tensor4D, w: tf.Tensor, s: ModelSpec): tf.Tensor4D {
-  return tf.mul(tf.mul(z, groupToHeads(groupInvRms(z, s.G, s.qkEps), s.H)), w) as tf.Tensor4D;
+  const [B, , n] = z.shape;
+  const r = groupInvRms(z, s.G, s.qkEps).reshape([B, s.G, n, 1]) as tf.Tensor4D;
+  return tf.mul(scaleGroups(z, r, s.G), w) as tf.Tensor4D;
 }
 
 /**
@@ -107,9 +115,9 @@ function normalizeContentOnly(z: tf.Tensor4D, w: tf.Tensor, s: ModelSpec): tf.Te
   const grouped = tf.mul(z, contentMask).reshape([B, s.G, H / s.G, n, D]);
   // mean over the group's content features = sum / (heads per group * dn)
   const inv = tf.rsqrt(tf.add(tf.div(tf.sum(tf.square(grouped), [2, 4]), (H / s.G) * s.dn), s.qkEps)) as tf.Tensor3D; // [B, G, n]
-  const factor = tf.add(tf.mul(groupToHeads(inv, H), contentMask), tf.sub(1, contentMask)); // [B, H, n, D]
+  const factor = tf.add(tf.mul(inv.reshape([B, s.G, n, 1]), contentMask), tf.sub(1, contentMask)) as tf.Tensor4D; // [B, G, n, D]
   const weight = tf.concat([w, tf.ones([s.dr])]); // [D]: positional features keep weight 1
-  return tf.mul(tf.mul(z, factor), weight) as tf.Tensor4D;
+  return tf.mul(scaleGroups(z, factor, s.G), weight) as tf.Tensor4D;
 }
 
 /** RoPE on the dr slice of [..., n, dn+dr] rows at positions pos..pos+n-1. */

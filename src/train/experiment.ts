@@ -3,15 +3,15 @@
  * each into `<out>/<experiment>/<arm>/`, sharing everything else (the same data.seed gives every arm the same
  * batches). Arms run in this process one after another, or in `jobs` child processes.
  */
-import { spawn } from 'child_process';
+import { spawn, type ChildProcess } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 import type { Config } from '../config/types';
 import { UserError } from '../errors';
 import { silentProgress, type ProgressSink } from './progress';
 import { cliEntry } from '../paths';
-import { writeJson, type RunSummary } from './runfolder';
-import { prepareRun, trainRun, type TrainResult } from './run';
+import { removeForForce, writeJson, type RunSummary } from './runfolder';
+import { prepareRun, SIGNAL_EXIT_CODES, trainRun, type TrainResult } from './run';
 
 export interface Arm {
   name: string;
@@ -64,6 +64,8 @@ export interface ExperimentOptions {
 export interface ExperimentResult {
   dir: string;
   arms: { name: string; dir: string; status: RunSummary['status'] | 'failed'; exitCode: number; summary?: RunSummary; error?: string }[];
+  /** The signal that stopped the experiment early, if one did. */
+  stopSignal: string | null;
 }
 
 export async function runExperiment(opts: ExperimentOptions): Promise<ExperimentResult> {
@@ -74,7 +76,7 @@ export async function runExperiment(opts: ExperimentOptions): Promise<Experiment
   if (fs.existsSync(opts.dir) && !opts.resume && !opts.force && fs.readdirSync(opts.dir).length > 0) {
     throw new UserError(`${opts.dir}: experiment folder exists; pass --resume to continue it or --force to start over`);
   }
-  if (opts.force && !opts.resume) fs.rmSync(opts.dir, { recursive: true, force: true });
+  if (opts.force && !opts.resume) removeForForce(opts.dir);
   try {
     fs.mkdirSync(opts.dir, { recursive: true });
   } catch (e) {
@@ -85,12 +87,23 @@ export async function runExperiment(opts: ExperimentOptions): Promise<Experiment
     arms: arms.map((a) => ({ name: a.name, dir: a.name, variant: a.config.model.variant, seed: a.config.seed, lr: a.config.train.lr })),
   });
   const results: ExperimentResult['arms'] = new Array(arms.length);
+  // Ctrl-C or SIGTERM: running arms stop after their current step with a checkpoint, no new arm starts. Arms in
+  // child processes get the signal from here, once (they run in their own process group, so a terminal's Ctrl-C
+  // does not also reach them directly and count as a second, immediate stop).
+  const children = new Set<ChildProcess>();
+  let stopSignal = '';
+  const onSignal = (sig: NodeJS.Signals) => () => {
+    stopSignal = sig;
+    for (const child of children) child.kill(sig);
+  };
+  const handlers = (['SIGINT', 'SIGTERM'] as const).map((sig) => [sig, onSignal(sig)] as const);
+  for (const [sig, h] of handlers) process.on(sig, h);
   const runOne = async (i: number): Promise<void> => {
     const arm = arms[i];
     const dir = path.join(opts.dir, arm.name);
     try {
       if (opts.jobs > 1) {
-        const code = await spawnArm(opts.childArgs!(arm), opts.progress ?? silentProgress, arm.name);
+        const code = await spawnArm(opts.childArgs!(arm), opts.progress ?? silentProgress, arm.name, children);
         const summaryFile = path.join(dir, 'summary.json');
         const summary = fs.existsSync(summaryFile) ? (JSON.parse(fs.readFileSync(summaryFile, 'utf8')) as RunSummary) : undefined;
         results[i] = { name: arm.name, dir, status: summary && code !== 1 && code !== 2 ? summary.status : 'failed', exitCode: code, summary };
@@ -113,12 +126,19 @@ export async function runExperiment(opts: ExperimentOptions): Promise<Experiment
   };
   const jobs = Math.max(1, Math.min(opts.jobs, arms.length));
   let next = 0;
-  await Promise.all(
-    Array.from({ length: jobs }, async () => {
-      while (next < arms.length) await runOne(next++);
-    }),
-  );
-  return { dir: opts.dir, arms: results };
+  try {
+    await Promise.all(
+      Array.from({ length: jobs }, async () => {
+        while (next < arms.length && !stopSignal) await runOne(next++);
+      }),
+    );
+  } finally {
+    for (const [sig, h] of handlers) process.off(sig, h);
+  }
+  for (let i = 0; i < arms.length; i++) {
+    results[i] ??= { name: arms[i].name, dir: path.join(opts.dir, arms[i].name), status: 'interrupted', exitCode: SIGNAL_EXIT_CODES[stopSignal], error: 'not started' };
+  }
+  return { dir: opts.dir, arms: results, stopSignal: stopSignal || null };
 }
 
 /** Run an mlactl command in a child process; resolves to its exit code. Output is discarded. */
@@ -130,9 +150,11 @@ export function runCli(args: string[]): Promise<number> {
   });
 }
 
-function spawnArm(args: string[], progress: ProgressSink, label: string): Promise<number> {
+function spawnArm(args: string[], progress: ProgressSink, label: string, children: Set<ChildProcess>): Promise<number> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, [cliEntry(), ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const child = spawn(process.execPath, [cliEntry(), ...args], { stdio: ['ignore', 'ignore', 'pipe'], detached: true });
+    children.add(child);
+    child.on('exit', () => children.delete(child));
     let tail = '';
     child.stderr.on('data', (d: Buffer) => {
       const text = d.toString();

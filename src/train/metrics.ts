@@ -5,6 +5,7 @@
  */
 import * as fs from 'fs';
 import * as path from 'path';
+import { UserError } from '../errors';
 
 export interface MetricsRow {
   step: number;
@@ -55,25 +56,74 @@ export class MetricsWriter {
     fs.appendFileSync(this.maxCsv, lines.join('\n') + '\n');
   }
 
-  /** Drop rows after `step` (a resume from the checkpoint at `step` rewrites them). */
-  truncateAfter(step: number): void {
-    const keep = (file: string, header: boolean, stepOf: (line: string) => number) => {
-      const lines = fs.readFileSync(file, 'utf8').split('\n').filter((l) => l !== '');
-      const out = lines.filter((l, i) => (header && i === 0) || stepOf(l) <= step);
+  /**
+   * Drop rows after `step` (a resume from the checkpoint at `step` rewrites them), and a torn last line that a kill
+   * or a full disk left behind. Returns the files that had a torn line.
+   */
+  truncateAfter(step: number): string[] {
+    const torn: string[] = [];
+    const keep = (file: string, rows: { step: number; line: string }[], header: string[], wasTorn: boolean) => {
+      if (wasTorn) torn.push(file);
+      const out = [...header, ...rows.filter((r) => r.step <= step).map((r) => r.line)];
       fs.writeFileSync(file, out.length ? out.join('\n') + '\n' : '');
     };
-    keep(this.jsonl, false, (l) => (JSON.parse(l) as MetricsRow).step);
-    keep(this.csv, true, (l) => Number(l.split(',')[0]));
-    keep(this.maxCsv, true, (l) => Number(l.split(',')[0]));
+    const jsonl = parseJsonl(this.jsonl);
+    keep(this.jsonl, jsonl.rows.map((r, i) => ({ step: r.step, line: jsonl.lines[i] })), [], jsonl.torn);
+    for (const file of [this.csv, this.maxCsv]) {
+      const csv = parseCsvRows(file);
+      keep(file, csv.rows, csv.header, csv.torn);
+    }
+    return torn;
   }
+}
+
+/**
+ * A metrics file is appended a line at a time, so only its last line can be torn (by SIGKILL or a full disk): that
+ * line is dropped. A bad line anywhere else is damage no writer of ours leaves, and is refused by name.
+ */
+function splitLines(file: string): { lines: string[]; endsClean: boolean } {
+  const text = fs.readFileSync(file, 'utf8');
+  return { lines: text.split('\n').filter((l) => l.trim() !== ''), endsClean: text === '' || text.endsWith('\n') };
+}
+
+function parseJsonl(file: string): { rows: MetricsRow[]; lines: string[]; torn: boolean } {
+  const { lines, endsClean } = splitLines(file);
+  const rows: MetricsRow[] = [];
+  for (let i = 0; i < lines.length; i++) {
+    let row: MetricsRow | undefined;
+    try {
+      row = JSON.parse(lines[i]) as MetricsRow;
+    } catch {
+      row = undefined;
+    }
+    const valid = row !== undefined && typeof row === 'object' && row !== null && Number.isInteger(row.step);
+    if (valid && !(i === lines.length - 1 && !endsClean)) {
+      rows.push(row!);
+      continue;
+    }
+    if (i === lines.length - 1) return { rows, lines: lines.slice(0, i), torn: true };
+    throw new UserError(`${file}: line ${i + 1} is not a metrics row; the file is damaged`);
+  }
+  return { rows, lines, torn: false };
+}
+
+function parseCsvRows(file: string): { header: string[]; rows: { step: number; line: string }[]; torn: boolean } {
+  const { lines, endsClean } = splitLines(file);
+  if (lines.length === 0) return { header: [], rows: [], torn: false };
+  const columns = lines[0].split(',').length;
+  const rows: { step: number; line: string }[] = [];
+  for (let i = 1; i < lines.length; i++) {
+    const cells = lines[i].split(',');
+    const valid = cells.length === columns && /^\d+$/.test(cells[0]) && !(i === lines.length - 1 && !endsClean);
+    if (valid) rows.push({ step: Number(cells[0]), line: lines[i] });
+    else if (i === lines.length - 1) return { header: [lines[0]], rows, torn: true };
+    else throw new UserError(`${file}: line ${i + 1} has ${cells.length} cells where the header has ${columns}; the file is damaged`);
+  }
+  return { header: [lines[0]], rows, torn: false };
 }
 
 export function readMetrics(dir: string): MetricsRow[] {
   const file = path.join(dir, 'metrics.jsonl');
   if (!fs.existsSync(file)) return [];
-  return fs
-    .readFileSync(file, 'utf8')
-    .split('\n')
-    .filter((l) => l.trim() !== '')
-    .map((l) => JSON.parse(l) as MetricsRow);
+  return parseJsonl(file).rows;
 }

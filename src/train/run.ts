@@ -35,9 +35,26 @@ export interface TrainOptions {
 export interface TrainResult {
   runDir: string;
   summary: RunSummary;
-  /** 0 completed or interrupted, 3 diverged. */
+  /** 0 completed (or stopped by stopAfterSteps), 3 diverged, 130 / 143 stopped by SIGINT / SIGTERM. */
   exitCode: number;
 }
+
+/** The shell's convention, 128 + signal number, so scripts and schedulers see how the run ended. */
+export const SIGNAL_EXIT_CODES: Record<string, number> = { SIGINT: 130, SIGTERM: 143 };
+
+/**
+ * A run whose summary says it completed is left as it is by `--resume` (the normal step after one arm of an
+ * experiment died is to resume them all): its files are not touched, its summary is returned.
+ */
+function completedSummary(dir: string): RunSummary | null {
+  const file = path.join(dir, 'summary.json');
+  if (!fs.existsSync(file)) return null;
+  const summary = readJson<RunSummary>(file);
+  return summary.status === 'completed' && summary.step >= summary.total_steps ? summary : null;
+}
+
+/** Lets pending signal handlers run: the training loop is otherwise synchronous enough to starve them. */
+const yieldToEvents = () => new Promise<void>((resolve) => setImmediate(resolve));
 
 /** Everything derived from the config that can fail on bad input, computed before any file is written. */
 export interface PreparedRun {
@@ -94,12 +111,23 @@ export async function trainRun(opts: TrainOptions): Promise<TrainResult> {
   const prepared = prepareRun(cfg);
   const { data, spec, valStarts } = prepared;
   checkTensorSizes(cfg, spec, backend.name);
+  if (opts.resume) {
+    const done = completedSummary(opts.runDir);
+    if (done) {
+      progress.note(`${opts.arm ?? path.basename(opts.runDir)}: already completed (step ${done.step}/${done.total_steps}); left as it is`);
+      data.close();
+      return { runDir: opts.runDir, summary: done, exitCode: 0 };
+    }
+  }
   const claim = claimRunFolder(opts.runDir, { resume: !!opts.resume, force: !!opts.force });
   const dir = opts.runDir;
   let trainer: Trainer | undefined;
   const stopSignal = { requested: '' };
   const onSignal = (sig: string) => () => {
+    // A second signal means "now": the last complete checkpoint is still there to resume from.
+    if (stopSignal.requested) process.exit(SIGNAL_EXIT_CODES[sig]);
     stopSignal.requested = sig;
+    progress.note(`${sig}: stopping after this step and writing a checkpoint (send it again to stop at once)`);
   };
   const sigint = onSignal('SIGINT');
   const sigterm = onSignal('SIGTERM');
@@ -159,7 +187,8 @@ export async function trainRun(opts: TrainOptions): Promise<TrainResult> {
       state = restoreTrainingCheckpoint(ckpt.dir, trainer);
       progress.note(`resuming ${dir} from ${path.relative(dir, ckpt.dir)} (step ${state.step})`);
     }
-    metrics.truncateAfter(state.step);
+    const torn = metrics.truncateAfter(state.step);
+    for (const file of torn) progress.note(`${file}: dropped a torn last line (left by an interrupted write)`);
     // The untrained model is checkpointed too: evaluations compare against it, and it costs one model's bytes.
     if (!ckpt) await saveTrainingCheckpoint(dir, trainer, state, tokInfo);
 
@@ -200,6 +229,7 @@ export async function trainRun(opts: TrainOptions): Promise<TrainResult> {
     let divergedAt: number | null = null;
 
     while (state.step < lastStep) {
+      await yieldToEvents();
       const m = await trainer.runStep();
       const finite = Number.isFinite(m.train_loss) && Number.isFinite(m.grad_norm);
       windowTokens += tokensPerStep;
@@ -250,7 +280,7 @@ export async function trainRun(opts: TrainOptions): Promise<TrainResult> {
         break;
       }
       lastLoss = m.train_loss;
-      const interrupted = stopSignal.requested !== '' || m.step === lastStep && lastStep < totalSteps;
+      const interrupted = m.step < totalSteps && (stopSignal.requested !== '' || m.step === lastStep);
       if (m.step % ckptEvery === 0 || m.step === totalSteps || interrupted) {
         await saveTrainingCheckpoint(dir, trainer, state, tokInfo);
         writeJson(path.join(dir, 'summary.json'), summaryOf(interrupted ? 'interrupted' : 'running', lastLoss, tps, null));
@@ -265,7 +295,8 @@ export async function trainRun(opts: TrainOptions): Promise<TrainResult> {
     writeJson(path.join(dir, 'summary.json'), summary);
     manifest.ended_at = new Date().toISOString();
     writeJson(manifestFile, manifest);
-    return { runDir: dir, summary, exitCode: status === 'diverged' ? 3 : 0 };
+    const exitCode = status === 'diverged' ? 3 : status === 'interrupted' && stopSignal.requested ? SIGNAL_EXIT_CODES[stopSignal.requested] : 0;
+    return { runDir: dir, summary, exitCode };
   } catch (e) {
     // A run that never reached its first step leaves nothing behind.
     if (claim.created && !latestCheckpoint(dir) && !fs.existsSync(path.join(dir, 'metrics.jsonl'))) fs.rmSync(dir, { recursive: true, force: true });

@@ -95,6 +95,43 @@ export function readJson<T>(file: string): T {
 
 const LOCK = 'run.lock';
 
+/** What mlactl writes into a run folder; `--force` empties only folders made of these (see replaceableFolder). */
+const RUN_FOLDER_ENTRIES = new Set([
+  'config.resolved.yaml', 'manifest.json', 'metrics.jsonl', 'metrics.csv', 'maxlogits.csv', 'summary.json', 'ckpt', 'eval', LOCK,
+]);
+/** An experiment folder holds these beside one run folder per arm. */
+const EXPERIMENT_ENTRIES = new Set(['experiment.json', 'compare']);
+
+/**
+ * `--force` deletes a folder, so it must be one that mlactl made: empty, a run folder, or an experiment folder of
+ * run folders. Anything else (a typo'd `--run-dir` pointing at someone's work) is refused before anything is
+ * removed. Returns the reason it is not replaceable, or null.
+ */
+export function notReplaceableReason(dir: string): string | null {
+  const entries = fs.readdirSync(dir);
+  if (entries.length === 0) return null;
+  if (entries.every((e) => RUN_FOLDER_ENTRIES.has(e))) return null;
+  if (entries.includes('experiment.json')) {
+    const stranger = entries.find((e) => {
+      if (EXPERIMENT_ENTRIES.has(e)) return false;
+      const sub = path.join(dir, e);
+      return !fs.statSync(sub).isDirectory() || !fs.readdirSync(sub).every((x) => RUN_FOLDER_ENTRIES.has(x));
+    });
+    return stranger === undefined ? null : `it holds ${stranger}, which is not part of an mlactl experiment`;
+  }
+  const stranger = entries.find((e) => !RUN_FOLDER_ENTRIES.has(e))!;
+  return `it holds ${stranger}, which is not part of an mlactl run folder`;
+}
+
+/** Empty `dir` for `--force`, or refuse (exit 2) when it is not a folder mlactl made. */
+export function removeForForce(dir: string): void {
+  if (!fs.existsSync(dir)) return;
+  if (!fs.statSync(dir).isDirectory()) throw new UserError(`${dir}: --force refuses to delete it: not a folder`);
+  const why = notReplaceableReason(dir);
+  if (why) throw new UserError(`${dir}: --force refuses to delete it: ${why}`);
+  fs.rmSync(dir, { recursive: true, force: true });
+}
+
 function alive(pid: number): boolean {
   try {
     process.kill(pid, 0);
@@ -122,11 +159,12 @@ export function claimRunFolder(dir: string, mode: { resume: boolean; force: bool
   }
   let created = false;
   try {
-    if (exists && mode.force && !mode.resume) fs.rmSync(dir, { recursive: true, force: true });
+    if (exists && mode.force && !mode.resume) removeForForce(dir);
     created = !fs.existsSync(dir);
     fs.mkdirSync(dir, { recursive: true });
     fs.writeFileSync(lockFile, `${process.pid}\n`);
   } catch (e) {
+    if (e instanceof UserError) throw e;
     throw new UserError(`${dir}: run folder is not writable (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
   }
   return {
