@@ -85,9 +85,8 @@ export async function runDemo(opts: DemoOptions): Promise<DemoResult> {
       const last = latestCheckpoint(arm.dir);
       if (!last) return; // failed before its first step: the report lists it with its status
       const steps = last.step > 0 ? [0, last.step] : [0];
-      opts.progress.note(`evaluating ${arm.name}: step ${steps.join(' and step ')}`);
       const code = jobs > 1
-        ? await runCli(['eval', '--run', arm.dir, ...steps.flatMap((s) => ['--step', String(s)]), '--json'])
+        ? await runCli(['eval', '--run', arm.dir, ...steps.flatMap((s) => ['--step', String(s)]), '--json'], opts.progress, `${arm.name} eval`)
         : (await evaluateRun({ runDir: arm.dir, steps }), 0);
       if (code !== 0) opts.progress.note(`evaluation of ${arm.name} failed (exit ${code})`);
     }),

@@ -24,7 +24,7 @@ export abstract class MlactlCommand<T> extends Command {
     }
     // oclif's own flag-parsing errors are also the user's input: keep them one line with exit code 2.
     if (err.oclif?.exit === 2 || err.name === 'CLIError' && /flag|argument|Unexpected/i.test(err.message)) {
-      process.stderr.write(`mlactl: ${err.message.split('\n')[0]}\n`);
+      process.stderr.write(`mlactl: ${oneLine(err.message)}\n`);
       this.exit(2);
     }
     return super.catch(err);
@@ -59,4 +59,13 @@ export function systemErrorLine(e: NodeJS.ErrnoException): string | null {
   const what = e && typeof e.code === 'string' ? SYSTEM_ERRORS[e.code] : undefined;
   if (!what) return null;
   return `${e.path ?? 'a file'}: ${what} (${e.syscall ?? 'write'})`;
+}
+
+/**
+ * oclif's parse errors span lines ("The following error occurred:", then each problem, then a pointer to --help):
+ * every problem is kept, on one line, without the generic header.
+ */
+export function oneLine(message: string): string {
+  const lines = message.split('\n').map((l) => l.trim()).filter((l) => l !== '' && !/^The following errors? occurred:?$/.test(l));
+  return lines.join('; ');
 }

@@ -19,6 +19,7 @@ export default class Demo extends MlactlCommand<DemoResult> {
     const { flags } = await this.parse(Demo);
     const progress = this.jsonEnabled() ? silentProgress : terminalProgress(process.stderr, 20);
     const r = await runDemo({ out: flags.out, sets: flags.set, jobs: flags.jobs, force: flags.force, progress });
+    progress.stop();
     this.say('');
     this.say(r.headline);
     this.say('');

@@ -2,7 +2,7 @@ import { Args, Flags } from '@oclif/core';
 import { MlactlCommand } from '../cli/base';
 import type { BackendName } from '../config/types';
 import { evaluateRun, type EvaluateRunResult } from '../eval/run-eval';
-import { SingleBar } from 'cli-progress';
+import { jsonlProgress, PROGRESS_JSONL_ENV, terminalProgress, type TaskProgress } from '../train/progress';
 
 export default class Eval extends MlactlCommand<EvaluateRunResult> {
   static override description = 'Evaluate a run\'s checkpoints on multiple-choice and perplexity tasks (lm-evaluation-harness conventions)';
@@ -29,8 +29,9 @@ export default class Eval extends MlactlCommand<EvaluateRunResult> {
     const { args, flags } = await this.parse(Eval);
     const runDir = flags.run ?? args.run;
     if (!runDir) this.error('give the run folder: mlactl eval --run DIR', { exit: 2 });
-    const bar = !this.jsonEnabled() && process.stderr.isTTY ? new SingleBar({ format: '{label} [{bar}] {value}/{total} sequences | ETA {eta_formatted}', stream: process.stderr }) : undefined;
-    let current = '';
+    // The bar (or plain lines) on stderr; JSON lines for a parent process that draws it (the demo).
+    const display: TaskProgress | undefined = process.env[PROGRESS_JSONL_ENV] ? jsonlProgress() : this.jsonEnabled() ? undefined : terminalProgress(process.stderr);
+    let current: { label: string; task: ReturnType<TaskProgress['task']> } | undefined;
     const result = await evaluateRun({
       runDir,
       tasks: flags.task,
@@ -40,20 +41,16 @@ export default class Eval extends MlactlCommand<EvaluateRunResult> {
       batchSize: flags['batch-size'],
       backend: flags.backend as BackendName | undefined,
       onProgress: (p) => {
+        if (!display) return;
         const label = `step ${p.step} ${p.task}`;
-        if (bar) {
-          if (label !== current) {
-            if (current) bar.stop();
-            bar.start(p.total, 0, { label });
-            current = label;
-          }
-          bar.update(p.done, { label });
-        } else if (!this.jsonEnabled() && p.done === p.total) {
-          process.stderr.write(`${label}: ${p.total} sequences scored\n`);
+        if (current?.label !== label) {
+          current?.task.end();
+          current = { label, task: display.task(label, p.total) };
         }
+        current.task.tick(p.done);
       },
     });
-    bar?.stop();
+    current?.task.end();
     for (const e of result.evaluations) {
       for (const t of e.tasks) {
         const m = Object.entries(t.metrics).map(([k, v]) => `${k} ${v.value?.toFixed(4)} ± ${v.stderr?.toFixed(4)}`).join(', ');

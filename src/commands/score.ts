@@ -12,8 +12,8 @@ export default class Score extends MlactlCommand<ScoreCommandResult> {
   static override description = 'Per-token log-probabilities of a text under a trained model, with total, mean and perplexity';
 
   static override examples = [
-    '<%= config.bin %> score --run runs/demo --text "The jury said"',
-    '<%= config.bin %> score --run runs/demo --step 100 --file notes.txt --json',
+    '<%= config.bin %> score --run runs/demo/qk-norm --text "The jury said"',
+    '<%= config.bin %> score --run runs/demo/baseline --step 0 --text "It was" --json',
   ];
 
   static override flags = {

@@ -4,7 +4,7 @@ import { configFlags, MlactlCommand } from '../cli/base';
 import { loadConfig } from '../config/load';
 import { UserError } from '../errors';
 import { expandArms, isExperiment, runExperiment, type ExperimentResult } from '../train/experiment';
-import { silentProgress, terminalProgress } from '../train/progress';
+import { jsonlProgress, PROGRESS_JSONL_ENV, silentProgress, terminalProgress } from '../train/progress';
 import type { RunSummary } from '../train/runfolder';
 import { SIGNAL_EXIT_CODES, trainRun } from '../train/run';
 
@@ -35,7 +35,9 @@ export default class Train extends MlactlCommand<TrainCommandResult> {
     const { flags } = await this.parse(Train);
     const sets = [...flags.set, ...(flags.backend ? [`backend=${flags.backend}`] : [])];
     const cfg = loadConfig(flags.config, sets);
-    const progress = this.jsonEnabled() ? silentProgress : terminalProgress(process.stderr, cfg.train.log_every_steps);
+    const progress = process.env[PROGRESS_JSONL_ENV]
+      ? jsonlProgress()
+      : this.jsonEnabled() ? silentProgress : terminalProgress(process.stderr, cfg.train.log_every_steps);
 
     if (isExperiment(cfg) && !flags.arm) {
       const dir = path.join(flags.out, cfg.name);
@@ -51,6 +53,7 @@ export default class Train extends MlactlCommand<TrainCommandResult> {
           ...(flags.resume ? ['--resume'] : []), ...(flags.force ? ['--force'] : []),
         ],
       });
+      progress.stop();
       for (const a of result.arms) this.say(`${a.name.padEnd(24)} ${a.status.padEnd(12)} ${a.summary?.final_val_loss?.toFixed(4) ?? a.error ?? ''}`);
       this.say(`experiment folder: ${dir}`);
       if (result.stopSignal) process.exitCode = SIGNAL_EXIT_CODES[result.stopSignal];

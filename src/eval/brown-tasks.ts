@@ -3,7 +3,7 @@
 // Changing what a generator produces changes the task: bump `version` in its configs/tasks/ YAML (the test
 // test/eval/brown-tasks.test.ts pins a fingerprint of the items to the version).
 
-import { UserError } from '../errors';
+import { printable, UserError } from '../errors';
 import { detokenize, loadBrown, type BrownDoc, type TaggedWord } from '../data/brown';
 import { hashString, Rng } from '../data/rng';
 import { splitGroupedDocuments } from '../data/split';
@@ -269,7 +269,7 @@ export function generateBrownWordOrder(testDocs: readonly BrownDoc[], seed: numb
 function generatorParams(definition: TaskDefinition): BrownGeneratorParams {
   const read = (key: string, fallback: number, least: number): number => {
     const value = definition.params[key] ?? fallback;
-    if (!Number.isInteger(value) || value < least) throw new UserError(`${definition.file}: key "params.${key}" must be an integer >= ${least}`);
+    if (!Number.isInteger(value) || value < least) throw new UserError(`${printable(definition.file)}: key "params.${key}" must be an integer >= ${least}`);
     return value;
   };
   return { items: read('items', 1000, 1), choices: read('choices', 4, 2), minItems: read('min_items', 500, 0) };

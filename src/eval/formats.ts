@@ -1,10 +1,10 @@
 // Raw-record parsers, one per public release format. Each turns one JSON record into a task item; the task's
 // YAML (configs/tasks/) names the format, the delimiter put between context and choice, and the metrics.
-// Every error names the file and line of the record.
+// Every error names the file and line of the record; text quoted from a file is escaped for the terminal.
 
 import * as fs from 'fs';
 import * as path from 'path';
-import { UserError } from '../errors';
+import { printable, UserError } from '../errors';
 import type { MetricName, MultipleChoiceItem, PartialItem, TargetItem, TaskItem } from './types';
 
 /** Where a record came from, for error messages: `file:line`. */
@@ -14,7 +14,7 @@ export interface RecordLocation {
 }
 
 function at(where: RecordLocation): string {
-  return `${where.file}:${where.line}`;
+  return `${printable(where.file)}:${where.line}`;
 }
 
 type JsonObject = Record<string, unknown>;
@@ -47,7 +47,7 @@ function labelIndex(value: unknown, nChoices: number, key: string, where: Record
   const parsed = typeof value === 'number' ? value : typeof value === 'string' && /^\s*\d+\s*$/.test(value) ? Number(value) : NaN;
   const index = parsed - base;
   if (!Number.isInteger(index) || index < 0 || index >= nChoices) {
-    throw new UserError(`${at(where)}: field "${key}" = ${JSON.stringify(value)} is not a label in ${base}..${nChoices - 1 + base}`);
+    throw new UserError(`${at(where)}: field "${key}" = ${printable(JSON.stringify(value))} is not a label in ${base}..${nChoices - 1 + base}`);
   }
   return index;
 }
@@ -105,7 +105,9 @@ function arcGold(answerKey: string, labels: string[], where: RecordLocation): nu
   if (/^[1-9]$/.test(answerKey)) translated = String.fromCharCode('A'.charCodeAt(0) + Number(answerKey) - 1);
   else if (/^[A-I]$/.test(answerKey)) translated = String(answerKey.charCodeAt(0) - 'A'.charCodeAt(0) + 1);
   const index = translated === undefined ? -1 : labels.indexOf(translated);
-  if (index < 0) throw new UserError(`${at(where)}: field "answerKey" = ${JSON.stringify(answerKey)} is not one of the choice labels ${labels.join(',')}`);
+  if (index < 0) {
+    throw new UserError(`${at(where)}: field "answerKey" = ${printable(JSON.stringify(answerKey))} is not one of the choice labels ${printable(labels.join(','))}`);
+  }
   return index;
 }
 
@@ -210,7 +212,7 @@ function readText(file: string, what: string): string {
   try {
     return fs.readFileSync(file, 'utf8');
   } catch (err) {
-    throw new UserError(`cannot read ${what} ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+    throw new UserError(`cannot read ${what} ${printable(file)}: ${printable((err as NodeJS.ErrnoException).code ?? (err as Error).message)}`);
   }
 }
 
@@ -222,10 +224,14 @@ function numberedLines(text: string): { text: string; line: number }[] {
     .filter((l) => l.text.trim() !== '');
 }
 
+function counted(n: number, noun: string): string {
+  return `${n} ${noun}${n === 1 ? '' : 's'}`;
+}
+
 /** Labels file (PIQA's `*-labels.lst`): one integer per line. */
 export function readLabelsFile(file: string): { label: number; line: number }[] {
   return numberedLines(readText(file, 'labels file')).map(({ text, line }) => {
-    if (!/^\s*-?\d+\s*$/.test(text)) throw new UserError(`${file}:${line}: not an integer label: ${JSON.stringify(text.slice(0, 40))}`);
+    if (!/^\s*-?\d+\s*$/.test(text)) throw new UserError(`${printable(file)}:${line}: not an integer label: ${printable(JSON.stringify(text.slice(0, 40)))}`);
     return { label: Number(text), line };
   });
 }
@@ -242,10 +248,16 @@ export function siblingLabelsFile(dataFile: string): string | undefined {
  */
 export function readRawTask(format: RawFormat, file: string, opts: { limit?: number; labelsFile?: string } = {}): TaskItem[] {
   const limit = opts.limit && opts.limit > 0 ? opts.limit : Infinity;
+  const labelsName = opts.labelsFile === undefined ? undefined : printable(opts.labelsFile);
   const labels = opts.labelsFile === undefined ? undefined : readLabelsFile(opts.labelsFile);
-  if (labels && !format.acceptsLabelsFile) throw new UserError(`task format ${format.name} takes no labels file (${opts.labelsFile})`);
+  if (labels && !format.acceptsLabelsFile) throw new UserError(`task format ${format.name} takes no labels file (${labelsName})`);
   const items: TaskItem[] = [];
   const lines = numberedLines(readText(file, 'task data file'));
+  // Labels pair with records by position, so a count that differs means a file of another split or release:
+  // every label could be off by some records. Checked on the whole files, whatever the limit.
+  if (labels && labels.length !== lines.length) {
+    throw new UserError(`${labelsName}: ${counted(labels.length, 'label')} for the ${counted(lines.length, 'record')} of ${printable(file)} (one label per record, in order)`);
+  }
   for (const [recordIndex, { text, line }] of lines.entries()) {
     if (items.length >= limit) break;
     const where = { file, line };
@@ -253,19 +265,19 @@ export function readRawTask(format: RawFormat, file: string, opts: { limit?: num
     try {
       record = JSON.parse(text);
     } catch (err) {
-      throw new UserError(`${at(where)}: not valid JSON (${(err as Error).message})`);
+      // JSON.parse quotes the record in its message.
+      throw new UserError(`${at(where)}: not valid JSON (${printable((err as Error).message)})`);
     }
     if (!isObject(record)) throw new UserError(`${at(where)}: a record must be a JSON object`);
     let label: number | undefined;
     if (labels) {
       const entry = labels[recordIndex];
-      if (entry === undefined) throw new UserError(`${opts.labelsFile}: has ${labels.length} labels, but ${file} has a record at line ${line}`);
       // Only PIQA (two solutions) takes a labels file.
-      if (entry.label !== 0 && entry.label !== 1) throw new UserError(`${opts.labelsFile}:${entry.line}: label ${entry.label} is not in 0..1`);
+      if (entry.label !== 0 && entry.label !== 1) throw new UserError(`${labelsName}:${entry.line}: label ${entry.label} is not in 0..1`);
       label = entry.label;
     }
     items.push(format.parse(record, where, { label }));
   }
-  if (items.length === 0) throw new UserError(`${file}: no records`);
+  if (items.length === 0) throw new UserError(`${printable(file)}: no records`);
   return items;
 }

@@ -1,4 +1,4 @@
-import { UserError } from '../errors';
+import { printable, UserError } from '../errors';
 import type { Tokenizer } from '../data/tokenizer';
 import type { LoglikelihoodRequest, LoglikelihoodResult, RollingResult, ScoringModel, TokenScores } from './types';
 
@@ -42,12 +42,8 @@ export function splitContextContinuation(tokenizer: Tokenizer, context: string, 
   };
 }
 
-function utf8Length(text: string): number {
-  return Buffer.byteLength(text, 'utf8');
-}
-
 function checkBatchSize(batchSize: number): void {
-  if (!Number.isInteger(batchSize) || batchSize < 1) throw new UserError(`eval.batch_size must be a positive integer, got ${batchSize}`);
+  if (!Number.isInteger(batchSize) || batchSize < 1) throw new UserError(`eval.batch_size must be a positive integer, got ${printable(String(batchSize))}`);
 }
 
 function checkMaxSeqLen(model: ScoringModel): void {
@@ -57,14 +53,27 @@ function checkMaxSeqLen(model: ScoringModel): void {
 }
 
 /**
+ * A NaN or infinite log-probability comes from NaN or Inf weights (a corrupt or diverged checkpoint), never from
+ * a usable model: argmax over NaN picks choice 0 for every item, so scoring on would report chance-like numbers.
+ */
+function checkFinite(model: ScoringModel, scores: TokenScores, name: string): void {
+  const bad = scores.logprobs.find((lp) => !Number.isFinite(lp));
+  if (bad === undefined) return;
+  const source = model.source === undefined ? 'the model' : printable(model.source);
+  throw new UserError(`${name}: ${source} gives log-probability ${bad}; its weights hold NaN or Inf (a corrupt or diverged checkpoint?)`);
+}
+
+/**
  * Score sequences in batches of similar length (longest first, so padding is small and an out-of-memory
- * failure shows up in the first batch), then put the scores back in request order.
+ * failure shows up in the first batch), then put the scores back in request order. `nameOf` names a sequence in
+ * errors (default `sequence N`).
  */
 export async function scoreInBatches(
   model: ScoringModel,
   seqs: number[][],
   batchSize: number,
   onProgress?: (scored: number, total: number) => void,
+  nameOf: (index: number) => string = (index) => `sequence ${index}`,
 ): Promise<TokenScores[]> {
   checkBatchSize(batchSize);
   const order = seqs.map((_, index) => index).sort((a, b) => seqs[b].length - seqs[a].length || a - b);
@@ -82,6 +91,7 @@ export async function scoreInBatches(
       if (result.logprobs.length !== expected || result.greedy.length !== expected) {
         throw new Error(`scoreSequences returned ${result.logprobs.length} scores for a sequence of ${seqs[index].length} tokens`);
       }
+      checkFinite(model, result, nameOf(index));
       scores[index] = result;
     });
     onProgress?.(begin + batch.length, seqs.length);
@@ -90,36 +100,38 @@ export async function scoreInBatches(
 }
 
 interface PreparedRequest {
+  /** Names the request in errors, escaped for the terminal. */
+  name: string;
   sequence: number[];
   /** Index into the sequence's logprobs of the first continuation token. */
   scoreFrom: number;
   nTokens: number;
-  nChars: number;
-  nBytes: number;
 }
 
 function prepareRequest(model: ScoringModel, request: LoglikelihoodRequest, index: number): PreparedRequest {
-  const name = request.id ?? `request ${index}`;
+  const name = printable(request.id ?? `request ${index}`);
   if (request.continuation === '') throw new UserError(`${name}: empty continuation (nothing to score)`);
   const moved = moveTrailingWhitespace(request.context, request.continuation);
   const split = splitContextContinuation(model.tokenizer, moved.context, moved.continuation);
   if (split.continuationTokens.length === 0) {
-    throw new UserError(`${name}: continuation ${JSON.stringify(moved.continuation)} encodes to no tokens`);
+    throw new UserError(`${name}: continuation ${printable(JSON.stringify(moved.continuation))} encodes to no tokens`);
   }
   // With nothing to condition on, the first continuation token is predicted after eos, as at a document start.
   let contextTokens = split.contextTokens.length > 0 ? split.contextTokens : [model.tokenizer.eos];
+  // The whole sequence may hold maxSeqLen tokens: the last one is only a target, so the model sees maxSeqLen - 1.
   const room = model.maxSeqLen - split.continuationTokens.length;
   if (room < 1) {
-    throw new UserError(`${name}: continuation of ${split.continuationTokens.length} tokens does not fit in max_seq_len ${model.maxSeqLen} with at least one token of context`);
+    throw new UserError(
+      `${name}: continuation of ${split.continuationTokens.length} tokens does not fit in the scoring window of ${model.maxSeqLen - 1} positions (${model.windowKey ?? 'model.max_seq_len'}) with at least one token of context`,
+    );
   }
   // Left-truncate: the context tokens nearest the continuation matter most, and the continuation is kept whole.
   if (contextTokens.length > room) contextTokens = contextTokens.slice(contextTokens.length - room);
   return {
+    name,
     sequence: contextTokens.concat(split.continuationTokens),
     scoreFrom: contextTokens.length - 1,
     nTokens: split.continuationTokens.length,
-    nChars: moved.continuation.length,
-    nBytes: utf8Length(moved.continuation),
   };
 }
 
@@ -134,7 +146,7 @@ export async function loglikelihood(
 ): Promise<LoglikelihoodResult[]> {
   checkMaxSeqLen(model);
   const prepared = requests.map((request, index) => prepareRequest(model, request, index));
-  const scores = await scoreInBatches(model, prepared.map((p) => p.sequence), opts.batchSize ?? DEFAULT_EVAL_BATCH_SIZE, opts.onProgress);
+  const scores = await scoreInBatches(model, prepared.map((p) => p.sequence), opts.batchSize ?? DEFAULT_EVAL_BATCH_SIZE, opts.onProgress, (index) => prepared[index].name);
   return prepared.map((p, index) => {
     const { logprobs, greedy } = scores[index];
     let logprob = 0;
@@ -143,7 +155,7 @@ export async function loglikelihood(
       logprob += logprobs[i];
       if (greedy[i] !== 1) isGreedy = false;
     }
-    return { logprob, isGreedy, nTokens: p.nTokens, nChars: p.nChars, nBytes: p.nBytes };
+    return { logprob, isGreedy, nTokens: p.nTokens };
   });
 }
 
@@ -187,7 +199,7 @@ export async function loglikelihoodRolling(
   const tokens = [model.tokenizer.eos, ...model.tokenizer.encode(text)];
   const nTokens = tokens.length - 1;
   const windows = rollingWindows(nTokens, model.maxSeqLen, opts.stride);
-  const scores = await scoreInBatches(model, windows.map((w) => tokens.slice(w.start, w.end)), opts.batchSize ?? DEFAULT_EVAL_BATCH_SIZE);
+  const scores = await scoreInBatches(model, windows.map((w) => tokens.slice(w.start, w.end)), opts.batchSize ?? DEFAULT_EVAL_BATCH_SIZE, undefined, (index) => `window ${index}`);
   let logprob = 0;
   windows.forEach((window, index) => {
     // Position t of the token list sits at t - start in the window; its score is at t - start - 1.

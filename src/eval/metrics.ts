@@ -1,4 +1,4 @@
-import type { LoglikelihoodResult, MetricName } from './types';
+import type { MetricName } from './types';
 
 /**
  * How a metric turns per-item values into one number. `mean`: the items are 0/1 correctness (or any score)
@@ -25,13 +25,13 @@ export const METRICS: Readonly<Record<MetricName, MetricDefinition>> = {
     name: 'acc_norm',
     higherIsBetter: true,
     aggregation: 'mean',
-    description: 'as acc, with each choice\'s log-probability divided by the character length of its continuation as scored',
+    description: 'as acc, with each choice\'s log-probability divided by the character length of the choice (without the delimiter)',
   },
   acc_bytes: {
     name: 'acc_bytes',
     higherIsBetter: true,
     aggregation: 'mean',
-    description: 'as acc, with each choice\'s log-probability divided by the UTF-8 byte length of its continuation as scored',
+    description: 'as acc, with each choice\'s log-probability divided by the UTF-8 byte length of the choice (without the delimiter)',
   },
   perplexity: {
     name: 'perplexity',
@@ -75,18 +75,32 @@ export function argmax(values: readonly number[]): number {
 export interface ChoicePredictions {
   /** argmax of the summed log-probability */
   pred: number;
-  /** argmax of log-probability per character of the continuation as scored */
+  /** argmax of log-probability per character of the choice text */
   predNorm: number;
-  /** argmax of log-probability per UTF-8 byte of the continuation as scored */
+  /** argmax of log-probability per UTF-8 byte of the choice text */
   predBytes: number;
 }
 
-/** Predictions for one multiple-choice item from its choices' scores. */
-export function predictChoice(choiceScores: readonly LoglikelihoodResult[]): ChoicePredictions {
+/** Characters as Python's len counts them (code points), so a character outside the BMP counts once. */
+export function charLength(text: string): number {
+  return Array.from(text).length;
+}
+
+export function utf8Length(text: string): number {
+  return Buffer.byteLength(text, 'utf8');
+}
+
+/**
+ * Predictions for one multiple-choice item from its choices' summed log-probabilities. The lengths are those of
+ * the choice texts alone, as lm-evaluation-harness divides: the delimiter (and any whitespace moved over from the
+ * context) is scored with each choice but is the same for all, so counting it would favour short choices less.
+ */
+export function predictChoice(logprobs: readonly number[], choices: readonly string[]): ChoicePredictions {
+  if (logprobs.length !== choices.length) throw new Error(`predictChoice: ${logprobs.length} log-probabilities for ${choices.length} choices`);
   return {
-    pred: argmax(choiceScores.map((s) => s.logprob)),
-    predNorm: argmax(choiceScores.map((s) => s.logprob / s.nChars)),
-    predBytes: argmax(choiceScores.map((s) => s.logprob / s.nBytes)),
+    pred: argmax(logprobs),
+    predNorm: argmax(logprobs.map((lp, i) => lp / charLength(choices[i]))),
+    predBytes: argmax(logprobs.map((lp, i) => lp / utf8Length(choices[i]))),
   };
 }
 

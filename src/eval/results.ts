@@ -8,7 +8,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { stringify } from 'csv-stringify/sync';
-import { UserError } from '../errors';
+import { printable, UserError } from '../errors';
 import type { Aggregation } from './metrics';
 import type { EvalResults } from './runner';
 
@@ -100,7 +100,8 @@ function readExistingResults(file: string): Record<string, TaskSummary> {
     if (typeof parsed.tasks !== 'object' || parsed.tasks === null) throw new Error('no "tasks" mapping');
     return parsed.tasks;
   } catch (err) {
-    throw new UserError(`${file}: cannot merge new results into it (${(err as Error).message}); move it away and rerun`);
+    // JSON.parse quotes the file in its message.
+    throw new UserError(printable(`${file}: cannot merge new results into it (${(err as Error).message}); move it away and rerun`));
   }
 }
 
@@ -143,7 +144,7 @@ export function appendByStep(runDir: string, summary: EvalSummary): void {
   let rows: string[][] = [];
   if (fs.existsSync(file)) {
     const lines = fs.readFileSync(file, 'utf8').split('\n').filter((l) => l !== '');
-    if (lines[0] !== BY_STEP_CSV_HEADER.join(',')) throw new UserError(`${file}:1: expected the header ${BY_STEP_CSV_HEADER.join(',')}`);
+    if (lines[0] !== BY_STEP_CSV_HEADER.join(',')) throw new UserError(`${printable(file)}:1: expected the header ${BY_STEP_CSV_HEADER.join(',')}`);
     // Task names are [a-z0-9_-] and the rest are numbers, so no field is quoted.
     rows = lines.slice(1).map((line) => line.split(','));
   }

@@ -7,12 +7,13 @@ import * as path from 'path';
 import YAML from 'yaml';
 import { initBackend, maxBindingBytes } from '../backend';
 import type { BackendName, Config } from '../config/types';
-import { UserError } from '../errors';
-import { loadRunModel, TfScoringModel } from '../model/scoring';
+import { printable, UserError } from '../errors';
+import { loadRunModel, TfScoringModel, type LoadedModel } from '../model/scoring';
 import { listCheckpoints } from '../train/checkpoint';
 import { evaluateTasks, type EvalProgress } from './runner';
 import { appendByStep, evalDir, writeEvalResults, writeFileAtomic, type EvalSummary } from './results';
 import { loadTask, type EvalTask } from './tasks';
+import type { ScoringModel } from './types';
 
 export interface EvaluateRunOptions {
   runDir: string;
@@ -37,7 +38,7 @@ export interface EvaluateRunResult {
 
 function readRunConfig(runDir: string): Config {
   const file = path.join(runDir, 'config.resolved.yaml');
-  if (!fs.existsSync(file)) throw new UserError(`${runDir}: not a run folder (no config.resolved.yaml)`);
+  if (!fs.existsSync(file)) throw new UserError(`${printable(runDir)}: not a run folder (no config.resolved.yaml)`);
   return YAML.parse(fs.readFileSync(file, 'utf8')) as Config;
 }
 
@@ -49,18 +50,19 @@ function tokensAt(ckptDir: string): number {
 export async function evaluateRun(opts: EvaluateRunOptions): Promise<EvaluateRunResult> {
   const cfg = readRunConfig(opts.runDir);
   const available = listCheckpoints(opts.runDir);
-  if (!available.length) throw new UserError(`${opts.runDir}: no checkpoint to evaluate (ckpt/step-N)`);
+  const runDir = printable(opts.runDir);
+  if (!available.length) throw new UserError(`${runDir}: no checkpoint to evaluate (ckpt/step-N)`);
   let chosen = available;
   if (opts.steps) {
     chosen = opts.steps.map((st) => {
       const hit = available.find((c) => c.step === st);
-      if (!hit) throw new UserError(`step ${st}: no such checkpoint in ${opts.runDir} (steps: ${available.map((c) => c.step).join(', ')})`);
+      if (!hit) throw new UserError(`step ${st}: no such checkpoint in ${runDir} (steps: ${available.map((c) => c.step).join(', ')})`);
       return hit;
     });
   } else if (!opts.allCheckpoints) {
     const want = opts.step ?? available[available.length - 1].step;
     const hit = available.find((c) => c.step === want);
-    if (!hit) throw new UserError(`--step ${want}: no such checkpoint in ${opts.runDir} (steps: ${available.map((c) => c.step).join(', ')})`);
+    if (!hit) throw new UserError(`--step ${want}: no such checkpoint in ${runDir} (steps: ${available.map((c) => c.step).join(', ')})`);
     chosen = [hit];
   }
   const limit = opts.limit ?? cfg.eval.limit;
@@ -78,7 +80,7 @@ export async function evaluateRun(opts: EvaluateRunOptions): Promise<EvaluateRun
     const model = loadRunModel(opts.runDir, { step: ckpt.step });
     try {
       const batchSize = fittingBatch(opts.batchSize ?? cfg.eval.batch_size, cfg.data.seq_len, model.spec.vocab);
-      const scorer = new TfScoringModel(model, { batchSize, maxSeqLen: cfg.data.seq_len });
+      const scorer = checkpointScorer(model, { batchSize, seqLen: cfg.data.seq_len });
       const results = await evaluateTasks(scorer, tasks, { limit, batchSize, onProgress: (p) => opts.onProgress?.({ ...p, step: ckpt.step }) });
       items += results.tasks.reduce((n, t) => n + t.n, 0);
       const summary = writeEvalResults(opts.runDir, results, { checkpointStep: ckpt.step, tokens: tokensAt(ckpt.dir) });
@@ -90,6 +92,23 @@ export async function evaluateRun(opts: EvaluateRunOptions): Promise<EvaluateRun
   }
   recordHistory(opts.runDir);
   return { runDir: opts.runDir, evaluations, itemsPerSecond: items / ((Date.now() - t0) / 1000) };
+}
+
+/**
+ * The checkpoint as evaluation scores it. Training feeds windows of data.seq_len positions, and so does this, as
+ * lm-evaluation-harness feeds max_length: a scored sequence holds seq_len + 1 tokens, its last one only a target.
+ * (TfScoringModel caps sequences at model.max_seq_len tokens, so where data.seq_len equals it the window is one
+ * position shorter.) The checkpoint folder is its source, named if its weights give NaN.
+ */
+function checkpointScorer(model: LoadedModel, opts: { batchSize: number; seqLen: number }): ScoringModel {
+  const scorer = new TfScoringModel(model, { batchSize: opts.batchSize, maxSeqLen: opts.seqLen + 1 });
+  return {
+    tokenizer: scorer.tokenizer,
+    maxSeqLen: scorer.maxSeqLen,
+    windowKey: 'data.seq_len',
+    source: model.ckptDir,
+    scoreSequences: (seqs) => scorer.scoreSequences(seqs),
+  };
 }
 
 /**

@@ -66,7 +66,7 @@ function scoreItem(item: TaskItem, index: number, scores: LoglikelihoodResult[])
   const logprobs = scores.map((s) => s.logprob);
   switch (item.kind) {
     case 'multiple_choice': {
-      const { pred, predNorm, predBytes } = predictChoice(scores);
+      const { pred, predNorm, predBytes } = predictChoice(logprobs, item.choices);
       return {
         record: { index, context: item.context, choices: item.choices, gold: item.gold, logprobs, pred, pred_norm: predNorm, pred_bytes: predBytes },
         values: { acc: Number(pred === item.gold), acc_norm: Number(predNorm === item.gold), acc_bytes: Number(predBytes === item.gold) },

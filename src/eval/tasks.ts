@@ -4,7 +4,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { parse as parseYaml } from 'yaml';
-import { UserError } from '../errors';
+import { printable, UserError } from '../errors';
 import { CONFIGS_DIR } from '../paths';
 import { RAW_FORMATS, readRawTask, siblingLabelsFile } from './formats';
 import { BROWN_GENERATORS, type BrownSplitOptions } from './brown-tasks';
@@ -48,12 +48,13 @@ export function readTaskDefinition(file: string): TaskDefinition {
   try {
     raw = parseYaml(fs.readFileSync(file, 'utf8'));
   } catch (err) {
-    throw new UserError(`${file}: ${(err as Error).message.split('\n')[0]}`);
+    throw new UserError(printable(`${file}: ${(err as Error).message.split('\n')[0]}`));
   }
-  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new UserError(`${file}: a task file must be a YAML mapping`);
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new UserError(`${printable(file)}: a task file must be a YAML mapping`);
   const doc = raw as Record<string, unknown>;
+  // `what` may quote the file's own values.
   const bad = (key: string, what: string): never => {
-    throw new UserError(`${file}: key "${key}" ${what}`);
+    throw new UserError(printable(`${file}: key "${key}" ${what}`));
   };
   const name = doc.name;
   if (typeof name !== 'string' || !TASK_NAME.test(name)) bad('name', 'must be lowercase letters, digits, - or _');
@@ -108,7 +109,7 @@ export function taskDefinition(name: string, tasksDir = DEFAULT_TASKS_DIR): Task
     if (fs.existsSync(file)) return readTaskDefinition(file);
   }
   const known = listTaskDefinitions(tasksDir).map((d) => d.name);
-  throw new UserError(`unknown eval task "${name}" (known: ${known.join(', ')})`);
+  throw new UserError(`unknown eval task "${printable(name)}" (known: ${known.join(', ')})`);
 }
 
 /** Which task to run and, for tasks read from a public release, where its data is. */
@@ -125,7 +126,7 @@ export function parseTaskSpec(spec: string): TaskSpec {
   if (equals < 0) return { name: spec.trim() };
   const name = spec.slice(0, equals).trim();
   const [file, labelsFile, ...rest] = spec.slice(equals + 1).split(',');
-  if (!name || !file || rest.length > 0) throw new UserError(`eval task "${spec}": expected NAME, NAME=DATA_FILE or NAME=DATA_FILE,LABELS_FILE`);
+  if (!name || !file || rest.length > 0) throw new UserError(`eval task "${printable(spec)}": expected NAME, NAME=DATA_FILE or NAME=DATA_FILE,LABELS_FILE`);
   return labelsFile ? { name, file, labelsFile } : { name, file };
 }
 
@@ -146,7 +147,7 @@ export interface EvalTask {
 }
 
 export function checkLimit(limit: number | undefined): void {
-  if (limit !== undefined && (!Number.isInteger(limit) || limit < 0)) throw new UserError(`eval.limit must be a non-negative integer (0: all items), got ${limit}`);
+  if (limit !== undefined && (!Number.isInteger(limit) || limit < 0)) throw new UserError(`eval.limit must be a non-negative integer (0: all items), got ${printable(String(limit))}`);
 }
 
 /** Load one task's items; malformed data throws a UserError naming the file and line, before anything is scored. */
@@ -156,7 +157,7 @@ export function loadTask(spec: TaskSpec | string, opts: LoadTaskOptions = {}): E
   const definition = taskDefinition(taskSpec.name, opts.tasksDir);
   const generator = BROWN_GENERATORS[definition.format];
   if (generator) {
-    if (taskSpec.file) throw new UserError(`eval task ${definition.name} is built in and takes no data file (${taskSpec.file})`);
+    if (taskSpec.file) throw new UserError(`eval task ${definition.name} is built in and takes no data file (${printable(taskSpec.file)})`);
     if (!opts.brownSplit) throw new UserError(`eval task ${definition.name} needs the run's data split (data.seed, data.val_fraction, data.test_fraction)`);
     const items = generator.generate(definition, opts.brownSplit);
     const split = opts.brownSplit;

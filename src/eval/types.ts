@@ -9,8 +9,15 @@ export interface TokenScores {
 
 export interface ScoringModel {
   tokenizer: Tokenizer;
-  /** Longest sequence one forward pass accepts. */
+  /**
+   * Longest token sequence `scoreSequences` accepts. Its last token is only a target, so a forward pass feeds
+   * maxSeqLen - 1 positions: a window of N positions (lm-evaluation-harness's max_length) takes maxSeqLen N + 1.
+   */
   maxSeqLen: number;
+  /** The config key that sets the window, named when a continuation does not fit (default model.max_seq_len). */
+  windowKey?: string;
+  /** Where the weights come from (a checkpoint folder), named when they give unusable scores. */
+  source?: string;
   /** Batched scoring of whole token sequences (each length 2..maxSeqLen). */
   scoreSequences(seqs: number[][]): Promise<TokenScores[]>;
 }
@@ -30,10 +37,6 @@ export interface LoglikelihoodResult {
   isGreedy: boolean;
   /** Tokens scored as the continuation (after the context/continuation split). */
   nTokens: number;
-  /** Characters of the continuation as scored (after trailing whitespace moved over from the context). */
-  nChars: number;
-  /** UTF-8 bytes of the continuation as scored. */
-  nBytes: number;
 }
 
 export interface RollingResult {

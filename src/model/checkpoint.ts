@@ -5,12 +5,15 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
+import { VARIANTS, type Variant } from '../config/types';
+import { TOKENIZER_NAMES } from '../data/tokenizer';
 import { UserError } from '../errors';
 import { paramInfos, type Params } from './params';
-import { loadSafetensors, saveSafetensors, writeFileAtomic } from './safetensors';
+import { dtypeOf, loadSafetensors, saveSafetensors, showName, writeFileAtomic } from './safetensors';
 import type { ModelSpec } from './spec';
 
 export const CHECKPOINT_FORMAT = 'mlactl-mla/1';
+const ATTENTION_SCALE = '1/sqrt(qk_nope_head_dim + qk_rope_head_dim)';
 
 export interface CheckpointConfigJson {
   model_type: 'mlactl-mla';
@@ -58,7 +61,7 @@ export function checkpointConfig(s: ModelSpec, tokenizer: CheckpointConfigJson['
     rms_norm_eps: s.normEps,
     max_position_embeddings: s.maxSeqLen,
     tie_word_embeddings: s.tied,
-    attention_scale: '1/sqrt(qk_nope_head_dim + qk_rope_head_dim)',
+    attention_scale: ATTENTION_SCALE,
     variant: s.variant,
     qk_norm: s.variant === 'qk-norm' ? { scope: s.scope, key_groups: s.G, eps: s.qkEps, applied: 'before-rope' } : null,
     tokenizer,
@@ -66,7 +69,100 @@ export function checkpointConfig(s: ModelSpec, tokenizer: CheckpointConfigJson['
   };
 }
 
-export function specFromCheckpointConfig(c: CheckpointConfigJson): ModelSpec {
+/**
+ * Checks a parsed config.json against the format page: every key of its table present with its type, and the
+ * constraints between keys. Refusals name the file and the key (`dir/config.json: num_hidden_layers: missing`).
+ * Keys the format does not know are left alone: Hugging Face tools add their own.
+ */
+export function parseCheckpointConfig(raw: unknown, source: string): CheckpointConfigJson {
+  const fail = (key: string, what: string): never => {
+    throw new UserError(`${source}: ${key}: ${what}`);
+  };
+  const shown = (v: unknown): string => {
+    const s = JSON.stringify(v) ?? String(v);
+    return s.length > 100 ? `${s.slice(0, 100)}...` : s;
+  };
+  const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+  if (!isObject(raw)) throw new UserError(`${source}: not a JSON object, got ${shown(raw)}`);
+  const get = (o: Record<string, unknown>, key: string, full = key): unknown => {
+    const v = Object.prototype.hasOwnProperty.call(o, key) ? o[key] : undefined;
+    return v === undefined ? fail(full, 'missing') : v;
+  };
+  const positiveInt = (o: Record<string, unknown>, key: string, full = key): number => {
+    const v = get(o, key, full);
+    return Number.isSafeInteger(v) && (v as number) > 0 ? (v as number) : fail(full, `must be a positive integer, got ${shown(v)}`);
+  };
+  const positiveNumber = (o: Record<string, unknown>, key: string, full = key): number => {
+    const v = get(o, key, full);
+    return typeof v === 'number' && Number.isFinite(v) && v > 0 ? v : fail(full, `must be a positive number, got ${shown(v)}`);
+  };
+  const oneOf = <T extends string>(o: Record<string, unknown>, key: string, values: readonly T[], full = key): T => {
+    const v = get(o, key, full);
+    if ((values as readonly unknown[]).includes(v)) return v as T;
+    return fail(full, `${shown(v)} is not ${values.length === 1 ? shown(values[0]) : `one of ${values.map(shown).join(', ')}`}`);
+  };
+
+  oneOf(raw, 'model_type', ['mlactl-mla'] as const);
+  oneOf(raw, 'format', [CHECKPOINT_FORMAT]);
+  for (const key of ['vocab_size', 'hidden_size', 'num_hidden_layers', 'num_attention_heads', 'kv_lora_rank', 'qk_nope_head_dim']) positiveInt(raw, key);
+  if (get(raw, 'q_lora_rank') !== null && !(Number.isSafeInteger(raw.q_lora_rank) && (raw.q_lora_rank as number) > 0)) {
+    fail('q_lora_rank', `must be a positive integer or null, got ${shown(raw.q_lora_rank)}`);
+  }
+  const dr = positiveInt(raw, 'qk_rope_head_dim');
+  if (dr % 2 !== 0) fail('qk_rope_head_dim', `must be even (RoPE rotates pairs), got ${dr}`);
+  for (const key of ['v_head_dim', 'intermediate_size']) positiveInt(raw, key);
+  oneOf(raw, 'hidden_act', ['silu'] as const);
+  positiveNumber(raw, 'rope_theta');
+  oneOf(raw, 'rope_layout', ['adjacent-pairs'] as const);
+  positiveNumber(raw, 'rms_norm_eps');
+  positiveInt(raw, 'max_position_embeddings');
+  if (typeof get(raw, 'tie_word_embeddings') !== 'boolean') fail('tie_word_embeddings', `must be true or false, got ${shown(raw.tie_word_embeddings)}`);
+  // The two informative keys may be left out; stating another value describes a forward pass mlactl does not compute.
+  if (raw.attention_scale !== undefined) oneOf(raw, 'attention_scale', [ATTENTION_SCALE]);
+  const variant = oneOf<Variant>(raw, 'variant', VARIANTS);
+  const qk = get(raw, 'qk_norm');
+  if (variant === 'qk-norm') {
+    if (!isObject(qk)) fail('qk_norm', `must be an object for variant qk-norm, got ${shown(qk)}`);
+    const q = qk as Record<string, unknown>;
+    oneOf(q, 'scope', ['full', 'nope'] as const, 'qk_norm.scope');
+    const G = positiveInt(q, 'key_groups', 'qk_norm.key_groups');
+    const H = raw.num_attention_heads as number;
+    if (H % G !== 0) fail('qk_norm.key_groups', `must divide num_attention_heads (${H}), got ${G}`);
+    positiveNumber(q, 'eps', 'qk_norm.eps');
+    if (q.applied !== undefined) oneOf(q, 'applied', ['before-rope'] as const, 'qk_norm.applied');
+  } else if (qk !== null) {
+    fail('qk_norm', `must be null for variant ${variant}, got ${shown(qk)}`);
+  }
+  const tok = get(raw, 'tokenizer');
+  if (tok !== null) {
+    if (!isObject(tok)) fail('tokenizer', `must be an object or null, got ${shown(tok)}`);
+    const t = tok as Record<string, unknown>;
+    oneOf(t, 'name', TOKENIZER_NAMES, 'tokenizer.name');
+    const hash = get(t, 'hash', 'tokenizer.hash');
+    if (typeof hash !== 'string' || hash === '') fail('tokenizer.hash', `must be a non-empty string, got ${shown(hash)}`);
+    const eos = get(t, 'eos', 'tokenizer.eos');
+    if (!Number.isSafeInteger(eos) || (eos as number) < 0) fail('tokenizer.eos', `must be a non-negative integer, got ${shown(eos)}`);
+  }
+  const init = get(raw, 'initializer_range');
+  if (typeof init !== 'number' || !Number.isFinite(init) || init < 0) fail('initializer_range', `must be a non-negative number, got ${shown(init)}`);
+  return raw as unknown as CheckpointConfigJson;
+}
+
+/** Reads and checks a config.json file (parseCheckpointConfig). */
+export function readCheckpointConfig(file: string): CheckpointConfigJson {
+  if (!fs.existsSync(file)) throw new UserError(`${file}: file not found (not a model checkpoint folder)`);
+  let raw: unknown;
+  try {
+    raw = JSON.parse(fs.readFileSync(file, 'utf8'));
+  } catch (e) {
+    throw new UserError(`${file}: invalid JSON (${(e as Error).message.split('\n')[0]})`);
+  }
+  return parseCheckpointConfig(raw, file);
+}
+
+/** The model's dimensions from a config.json object, which is checked first (`source` names it in refusals). */
+export function specFromCheckpointConfig(config: CheckpointConfigJson, source = 'config.json'): ModelSpec {
+  const c = parseCheckpointConfig(config, source);
   return {
     variant: c.variant,
     vocab: c.vocab_size,
@@ -99,26 +195,37 @@ export async function saveModel(dir: string, P: Params, s: ModelSpec, tokenizer:
   writeFileAtomic(path.join(dir, 'config.json'), JSON.stringify(checkpointConfig(s, tokenizer), null, 2) + '\n');
 }
 
-/** Load a model folder; every expected tensor must be present with its exact shape. */
-export function loadModel(dir: string): { spec: ModelSpec; params: Record<string, tf.Variable>; config: CheckpointConfigJson } {
-  const cfgFile = path.join(dir, 'config.json');
-  if (!fs.existsSync(cfgFile)) throw new UserError(`${cfgFile}: file not found (not a model checkpoint folder)`);
-  let config: CheckpointConfigJson;
-  try {
-    config = JSON.parse(fs.readFileSync(cfgFile, 'utf8'));
-  } catch (e) {
-    throw new UserError(`${cfgFile}: invalid JSON (${(e as Error).message.split('\n')[0]})`);
-  }
-  if (config.model_type !== 'mlactl-mla') throw new UserError(`${cfgFile}: model_type must be mlactl-mla`);
-  const spec = specFromCheckpointConfig(config);
-  const file = path.join(dir, 'model.safetensors');
+/**
+ * The weights of a model.safetensors for `spec`: exactly the tensors of the format's table, each F32 with its
+ * shape. Everything is checked before anything is returned, so a refusal leaves nothing half-loaded.
+ */
+export function readModelTensors(file: string, spec: ModelSpec): Record<string, Float32Array> {
   const { tensors } = loadSafetensors(file);
-  const params: Record<string, tf.Variable> = {};
-  for (const p of paramInfos(spec)) {
+  const infos = paramInfos(spec);
+  const out: Record<string, Float32Array> = {};
+  for (const p of infos) {
     const t = tensors[p.name];
     if (!t) throw new UserError(`${file}: missing tensor ${p.name}`);
     if (t.shape.join(',') !== p.shape.join(',')) throw new UserError(`${file}: tensor ${p.name} has shape [${t.shape}], expected [${p.shape}]`);
-    const value = tf.tensor(t.data as Float32Array, p.shape, 'float32');
+    if (!(t.data instanceof Float32Array)) throw new UserError(`${file}: tensor ${p.name} has dtype ${dtypeOf(t.data)}, expected F32`);
+    out[p.name] = t.data;
+  }
+  // The format page: a reader must refuse any other tensor (it would mean another architecture or config).
+  const expected = new Set(infos.map((p) => p.name));
+  const extra = Object.keys(tensors).sort().find((name) => !expected.has(name));
+  if (extra !== undefined) throw new UserError(`${file}: unexpected tensor ${showName(extra)} (not in the checkpoint format's table for this config.json)`);
+  return out;
+}
+
+/** Load a model folder; config.json and every tensor are checked before any variable is made. */
+export function loadModel(dir: string): { spec: ModelSpec; params: Record<string, tf.Variable>; config: CheckpointConfigJson } {
+  const cfgFile = path.join(dir, 'config.json');
+  const config = readCheckpointConfig(cfgFile);
+  const spec = specFromCheckpointConfig(config, cfgFile);
+  const values = readModelTensors(path.join(dir, 'model.safetensors'), spec);
+  const params: Record<string, tf.Variable> = {};
+  for (const p of paramInfos(spec)) {
+    const value = tf.tensor(values[p.name], p.shape, 'float32');
     params[p.name] = tf.variable(value, true);
     value.dispose();
   }

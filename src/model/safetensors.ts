@@ -1,8 +1,13 @@
 /**
  * The safetensors container: an 8-byte little-endian header length, a JSON header naming each tensor's dtype,
  * shape and byte range, then the raw little-endian data. Only what mlactl stores is supported (F32, I32, U8).
+ *
+ * Files are streamed both ways, one tensor at a time: a checkpoint can exceed what one Buffer or one read/write call
+ * may hold (paper-400m's is 3 GiB; Node refuses more than 2^31-1 bytes per call).
  */
-import * as fs from 'fs';
+// A default import, so every call looks the function up on Node's own module object: tests stub fs.writeSync there.
+import fs from 'fs';
+import * as path from 'path';
 import { UserError } from '../errors';
 
 export type StoredArray = Float32Array | Int32Array | Uint8Array;
@@ -11,93 +16,283 @@ export interface StoredTensor {
   data: StoredArray;
 }
 
-const DTYPES: Record<string, { code: string; make(buf: ArrayBuffer, off: number, n: number): StoredArray; bytes: number }> = {
-  F32: { code: 'F32', bytes: 4, make: (b, o, n) => new Float32Array(b, o, n) },
-  I32: { code: 'I32', bytes: 4, make: (b, o, n) => new Int32Array(b, o, n) },
-  U8: { code: 'U8', bytes: 1, make: (b, o, n) => new Uint8Array(b, o, n) },
+type Dtype = 'F32' | 'I32' | 'U8';
+const DTYPES: Record<Dtype, { bytes: number; make(n: number): StoredArray }> = {
+  F32: { bytes: 4, make: (n) => new Float32Array(n) },
+  I32: { bytes: 4, make: (n) => new Int32Array(n) },
+  U8: { bytes: 1, make: (n) => new Uint8Array(n) },
 };
+const isDtype = (d: unknown): d is Dtype => typeof d === 'string' && Object.prototype.hasOwnProperty.call(DTYPES, d);
 
-function dtypeOf(a: StoredArray): string {
+// Node refuses more than 2^31-1 bytes in one read or write, and Linux moves at most 0x7ffff000 per call anyway.
+const IO_CHUNK = 2 ** 30;
+// The reference implementation's limit: a corrupt length field must not make the reader allocate gigabytes.
+const MAX_HEADER_BYTES = 100_000_000;
+
+export function dtypeOf(a: StoredArray): Dtype {
   if (a instanceof Float32Array) return 'F32';
   if (a instanceof Int32Array) return 'I32';
-  return 'U8';
+  if (a instanceof Uint8Array) return 'U8';
+  throw new Error(`safetensors: unsupported array type ${(a as object).constructor?.name}`);
 }
 
-/** Serialise to a Buffer; tensors are laid out in name order so identical content gives identical bytes. */
-export function encodeSafetensors(tensors: Record<string, StoredTensor>, metadata: Record<string, string> = {}): Buffer {
+/** The length field and JSON header of a file holding `tensors`, and the data order (name order). */
+function layout(tensors: Record<string, StoredTensor>, metadata: Record<string, string>): { names: string[]; head: Buffer } {
+  // Name order, so the same tensors always give the same bytes.
   const names = Object.keys(tensors).sort();
   const header: Record<string, unknown> = { __metadata__: metadata };
   let offset = 0;
   for (const name of names) {
     const t = tensors[name];
+    const dtype = dtypeOf(t.data);
     const n = t.shape.reduce((a, b) => a * b, 1);
     if (n !== t.data.length) throw new Error(`safetensors: ${name} has ${t.data.length} values for shape [${t.shape}]`);
-    header[name] = { dtype: dtypeOf(t.data), shape: t.shape, data_offsets: [offset, offset + t.data.byteLength] };
+    // The format allows no padding between tensors, and readers (this one too) refuse elements off their alignment.
+    if (offset % DTYPES[dtype].bytes !== 0) throw new Error(`safetensors: ${name} would start at byte ${offset}, off the ${DTYPES[dtype].bytes}-byte alignment of ${dtype}`);
+    header[name] = { dtype, shape: t.shape, data_offsets: [offset, offset + t.data.byteLength] };
     offset += t.data.byteLength;
   }
   let json = JSON.stringify(header);
   // Pad with spaces so the data starts 8-byte aligned, which lets readers view it without copying.
   json += ' '.repeat((8 - ((Buffer.byteLength(json) + 8) % 8)) % 8);
-  const head = Buffer.from(json, 'utf8');
-  const out = Buffer.alloc(8 + head.length + offset);
-  out.writeBigUInt64LE(BigInt(head.length), 0);
-  head.copy(out, 8);
-  let pos = 8 + head.length;
-  for (const name of names) {
-    const d = tensors[name].data;
-    Buffer.from(d.buffer, d.byteOffset, d.byteLength).copy(out, pos);
-    pos += d.byteLength;
-  }
-  return out;
+  const head = Buffer.alloc(8 + Buffer.byteLength(json));
+  head.writeBigUInt64LE(BigInt(head.length - 8), 0);
+  head.write(json, 8, 'utf8');
+  return { names, head };
 }
 
-export function decodeSafetensors(buf: Buffer, source = 'safetensors'): { tensors: Record<string, StoredTensor>; metadata: Record<string, string> } {
-  if (buf.length < 8) throw new UserError(`${source}: not a safetensors file (too short)`);
-  const n = Number(buf.readBigUInt64LE(0));
-  if (8 + n > buf.length) throw new UserError(`${source}: truncated safetensors header`);
-  let header: Record<string, { dtype: string; shape: number[]; data_offsets: [number, number] }>;
+const bytesOf = (d: StoredArray): Uint8Array => new Uint8Array(d.buffer, d.byteOffset, d.byteLength);
+
+/** The whole file in one Buffer: for small payloads and tests; saveSafetensors streams instead. */
+export function encodeSafetensors(tensors: Record<string, StoredTensor>, metadata: Record<string, string> = {}): Buffer {
+  const { names, head } = layout(tensors, metadata);
+  return Buffer.concat([head, ...names.map((name) => bytesOf(tensors[name].data))]);
+}
+
+/** A name or value as it can appear in a one-line message, whatever a corrupt header holds. */
+export function showName(v: unknown): string {
+  if (typeof v === 'string' && /^[\x20-\x7e]{0,200}$/.test(v)) return v;
+  const s = JSON.stringify(v) ?? String(v);
+  return s.length > 200 ? `${s.slice(0, 200)}...` : s;
+}
+
+const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+interface Entry {
+  name: string;
+  dtype: Dtype;
+  shape: number[];
+  count: number;
+  begin: number;
+  end: number;
+}
+
+/** The header length from the first 8 bytes, checked against the file size. */
+function headerLength(first8: Buffer, fileBytes: number, source: string): number {
+  const n = first8.readBigUInt64LE(0);
+  if (n > BigInt(fileBytes - 8)) throw new UserError(`${source}: safetensors header length ${n} reaches beyond the end of the file (${fileBytes} bytes)`);
+  if (n > BigInt(MAX_HEADER_BYTES)) throw new UserError(`${source}: safetensors header length ${n} is over the ${MAX_HEADER_BYTES}-byte limit`);
+  return Number(n);
+}
+
+/**
+ * Parses and checks a header against the size of the data that follows it. Like the reference implementation, the
+ * tensors must tile the data exactly (no overlap, no gap, nothing after the last), so every byte has one meaning.
+ */
+function parseHeader(bytes: Uint8Array, dataBytes: number, source: string): { entries: Entry[]; metadata: Record<string, string> } {
+  let text: string;
   try {
-    header = JSON.parse(buf.subarray(8, 8 + n).toString('utf8'));
+    text = new TextDecoder('utf-8', { fatal: true }).decode(bytes);
   } catch {
-    throw new UserError(`${source}: unreadable safetensors header`);
+    throw new UserError(`${source}: safetensors header is not valid UTF-8`);
   }
-  const metadata = (header.__metadata__ ?? {}) as unknown as Record<string, string>;
-  const dataStart = 8 + n;
-  // Copy into a fresh aligned buffer: Node's Buffer pool may hand out unaligned offsets.
-  const body = new Uint8Array(buf.length - dataStart);
-  body.set(buf.subarray(dataStart));
-  const tensors: Record<string, StoredTensor> = {};
+  let header: unknown;
+  try {
+    header = JSON.parse(text);
+  } catch (e) {
+    throw new UserError(`${source}: safetensors header is not JSON (${(e as Error).message.split('\n')[0]})`);
+  }
+  if (!isObject(header)) throw new UserError(`${source}: safetensors header is not a JSON object`);
+  const metadata = header.__metadata__ ?? {};
+  if (!isObject(metadata) || !Object.values(metadata).every((v) => typeof v === 'string')) {
+    throw new UserError(`${source}: __metadata__: must be an object of strings, got ${showName(metadata)}`);
+  }
+  const entries: Entry[] = [];
   for (const [name, h] of Object.entries(header)) {
     if (name === '__metadata__') continue;
-    const dt = DTYPES[h.dtype];
-    if (!dt) throw new UserError(`${source}: tensor ${name} has unsupported dtype ${h.dtype}`);
-    const [a, b] = h.data_offsets;
-    const count = h.shape.reduce((x, y) => x * y, 1);
-    if (b - a !== count * dt.bytes || b > body.length) throw new UserError(`${source}: tensor ${name} has inconsistent offsets`);
-    tensors[name] = { shape: h.shape, data: dt.make(body.buffer, a, count) };
+    const where = `${source}: tensor ${showName(name)}`;
+    if (!isObject(h)) throw new UserError(`${where}: not an object of dtype, shape and data_offsets`);
+    if (h.dtype === undefined) throw new UserError(`${where}: dtype: missing`);
+    if (!isDtype(h.dtype)) throw new UserError(`${where}: dtype ${showName(h.dtype)} is not supported (mlactl reads ${Object.keys(DTYPES).join(', ')})`);
+    const dtype = h.dtype;
+    if (h.shape === undefined) throw new UserError(`${where}: shape: missing`);
+    const shape = h.shape;
+    if (!Array.isArray(shape) || !shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
+      throw new UserError(`${where}: shape ${showName(shape)} is not a list of non-negative integers`);
+    }
+    const count = (shape as number[]).reduce((a, b) => a * b, 1);
+    if (!Number.isSafeInteger(count * 8)) throw new UserError(`${where}: shape [${shape}] is too large for any file`);
+    if (h.data_offsets === undefined) throw new UserError(`${where}: data_offsets: missing`);
+    const off = h.data_offsets;
+    if (!Array.isArray(off) || off.length !== 2 || !off.every((o) => Number.isSafeInteger(o) && o >= 0)) {
+      throw new UserError(`${where}: data_offsets ${showName(off)} are not two non-negative integers`);
+    }
+    const [begin, end] = off as [number, number];
+    const range = `data_offsets [${begin}, ${end}]`;
+    if (end < begin) throw new UserError(`${where}: ${range} end before they begin`);
+    const need = count * DTYPES[dtype].bytes;
+    if (end - begin !== need) throw new UserError(`${where}: ${range} hold ${end - begin} bytes, but shape [${shape}] of ${dtype} needs ${need}`);
+    if (begin % DTYPES[dtype].bytes !== 0) throw new UserError(`${where}: ${range} start at a byte not a multiple of ${DTYPES[dtype].bytes} (the ${dtype} element size)`);
+    if (end > dataBytes) throw new UserError(`${where}: ${range} reach beyond the end of the data (${dataBytes} bytes)`);
+    entries.push({ name, dtype, shape: shape as number[], count, begin, end });
+  }
+  const sorted = [...entries].sort((a, b) => a.begin - b.begin || a.end - b.end);
+  let covered = 0;
+  let prev: Entry | undefined;
+  for (const e of sorted) {
+    const where = `${source}: tensor ${showName(e.name)}: data_offsets [${e.begin}, ${e.end}]`;
+    if (e.begin < covered) throw new UserError(`${where} overlap tensor ${showName(prev?.name)} [${prev?.begin}, ${prev?.end}]`);
+    if (e.begin > covered) throw new UserError(`${where} leave a gap of ${e.begin - covered} bytes after ${prev ? `tensor ${showName(prev.name)}` : 'the header'}`);
+    covered = e.end;
+    prev = e;
+  }
+  if (covered !== dataBytes) throw new UserError(`${source}: ${dataBytes - covered} bytes after the last tensor's data (safetensors data has no gaps)`);
+  return { entries, metadata: metadata as Record<string, string> };
+}
+
+/** Parses a whole file held in memory; loadSafetensors reads a file without holding it whole. */
+export function decodeSafetensors(buf: Buffer, source = 'safetensors'): { tensors: Record<string, StoredTensor>; metadata: Record<string, string> } {
+  if (buf.length < 8) throw new UserError(`${source}: not a safetensors file (too short: ${buf.length} bytes)`);
+  const n = headerLength(buf.subarray(0, 8), buf.length, source);
+  const { entries, metadata } = parseHeader(buf.subarray(8, 8 + n), buf.length - 8 - n, source);
+  const tensors: Record<string, StoredTensor> = {};
+  for (const e of entries) {
+    // A copy per tensor: Node's Buffer pool may hand out offsets unaligned for the typed array.
+    const data = DTYPES[e.dtype].make(e.count);
+    bytesOf(data).set(buf.subarray(8 + n + e.begin, 8 + n + e.end));
+    tensors[e.name] = { shape: e.shape, data };
   }
   return { tensors, metadata };
 }
 
-/** Write atomically: a crash mid-write leaves the previous file (or none), never a torn one. */
-export function writeFileAtomic(file: string, data: Buffer | string): void {
-  const tmp = `${file}.tmp-${process.pid}`;
-  const fd = fs.openSync(tmp, 'w');
+/** Fills `into` from the file at `position`, however few bytes each call returns. */
+function readAll(fd: number, into: Uint8Array, position: number, file: string): void {
+  let done = 0;
+  while (done < into.byteLength) {
+    const n = fs.readSync(fd, into, done, Math.min(into.byteLength - done, IO_CHUNK), position + done);
+    if (n <= 0) throw new UserError(`${file}: file ended at byte ${position + done} while reading (truncated or changed while being read)`);
+    done += n;
+  }
+}
+
+/** Reads the header, then each tensor at its offset straight into its own typed array. */
+export function loadSafetensors(file: string): { tensors: Record<string, StoredTensor>; metadata: Record<string, string> } {
+  let fd: number;
   try {
-    if (typeof data === 'string') fs.writeSync(fd, data);
-    else fs.writeSync(fd, data);
+    fd = fs.openSync(file, 'r');
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') throw new UserError(`${file}: file not found`);
+    if (code === 'EACCES' || code === 'EPERM') throw new UserError(`permission denied reading ${file}`);
+    throw e;
+  }
+  try {
+    const stat = fs.fstatSync(fd);
+    if (stat.isDirectory()) throw new UserError(`${file}: is a folder, not a safetensors file`);
+    const size = stat.size;
+    if (size < 8) throw new UserError(`${file}: not a safetensors file (too short: ${size} bytes)`);
+    const first8 = Buffer.alloc(8);
+    readAll(fd, first8, 0, file);
+    const n = headerLength(first8, size, file);
+    const head = Buffer.alloc(n);
+    readAll(fd, head, 8, file);
+    const { entries, metadata } = parseHeader(head, size - 8 - n, file);
+    const tensors: Record<string, StoredTensor> = {};
+    for (const e of entries) {
+      const data = DTYPES[e.dtype].make(e.count);
+      readAll(fd, bytesOf(data), 8 + n + e.begin, file);
+      tensors[e.name] = { shape: e.shape, data };
+    }
+    return { tensors, metadata };
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/** Writes all of `bytes` at the file position: a write may take fewer bytes than asked (full disk, signals, limits). */
+function writeAll(fd: number, bytes: Uint8Array, file: string): void {
+  let done = 0;
+  while (done < bytes.byteLength) {
+    const n = fs.writeSync(fd, bytes, done, Math.min(bytes.byteLength - done, IO_CHUNK));
+    if (!(n > 0)) throw new UserError(`${file}: write made no progress (${done} of ${bytes.byteLength} bytes of a chunk written)`);
+    done += n;
+  }
+}
+
+/** The errors a user can act on, as one line naming the file; anything else stays as it is. */
+function ioError(e: unknown, file: string): unknown {
+  const code = (e as NodeJS.ErrnoException | undefined)?.code;
+  if (code === 'ENOSPC' || code === 'EDQUOT') return new UserError(`disk full while writing ${file}`);
+  if (code === 'EACCES' || code === 'EPERM') return new UserError(`permission denied writing ${file}`);
+  if (code === 'EROFS') return new UserError(`read-only file system: cannot write ${file}`);
+  return e;
+}
+
+/** Makes a rename durable: without it a power cut may bring back the old directory entry. */
+function syncFolder(dir: string): void {
+  // Windows cannot open a folder for fsync, and NTFS journals the rename itself.
+  if (process.platform === 'win32') return;
+  const fd = fs.openSync(dir, 'r');
+  try {
     fs.fsyncSync(fd);
   } finally {
     fs.closeSync(fd);
   }
-  fs.renameSync(tmp, file);
 }
 
+/**
+ * Write atomically: `body` fills a temporary in the same folder (a rename cannot cross file systems), which is
+ * synced and renamed over `file`. A crash or error mid-write leaves the previous file (or none), never a torn one.
+ */
+function writeAtomically(file: string, body: (fd: number) => void): void {
+  const tmp = `${file}.tmp-${process.pid}`;
+  let fd: number | undefined;
+  try {
+    fd = fs.openSync(tmp, 'w');
+    body(fd);
+    fs.fsyncSync(fd);
+    fs.closeSync(fd);
+    fd = undefined;
+    fs.renameSync(tmp, file);
+    syncFolder(path.dirname(file));
+  } catch (e) {
+    if (fd !== undefined) {
+      try {
+        fs.closeSync(fd);
+      } catch {
+        // the write error is the one to report
+      }
+    }
+    try {
+      fs.rmSync(tmp, { force: true });
+    } catch {
+      // likewise
+    }
+    throw ioError(e, file);
+  }
+}
+
+/** Replaces `file` atomically; a full disk, a permission or a read-only file system is a one-line UserError naming it. */
+export function writeFileAtomic(file: string, data: Buffer | string): void {
+  const bytes = typeof data === 'string' ? Buffer.from(data, 'utf8') : data;
+  writeAtomically(file, (fd) => writeAll(fd, bytes, file));
+}
+
+/** Streams the header, then each tensor's bytes, so no buffer of the whole file is ever built. */
 export function saveSafetensors(file: string, tensors: Record<string, StoredTensor>, metadata: Record<string, string> = {}): void {
-  writeFileAtomic(file, encodeSafetensors(tensors, metadata));
-}
-
-export function loadSafetensors(file: string): { tensors: Record<string, StoredTensor>; metadata: Record<string, string> } {
-  if (!fs.existsSync(file)) throw new UserError(`${file}: file not found`);
-  return decodeSafetensors(fs.readFileSync(file), file);
+  const { names, head } = layout(tensors, metadata);
+  writeAtomically(file, (fd) => {
+    writeAll(fd, head, file);
+    for (const name of names) writeAll(fd, bytesOf(tensors[name].data), file);
+  });
 }

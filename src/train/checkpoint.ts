@@ -8,8 +8,8 @@ import * as fs from 'fs';
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
 import { UserError } from '../errors';
-import { saveModel, type CheckpointConfigJson } from '../model/checkpoint';
-import { loadSafetensors, saveSafetensors, type StoredTensor } from '../model/safetensors';
+import { readModelTensors, saveModel, type CheckpointConfigJson } from '../model/checkpoint';
+import { dtypeOf, loadSafetensors, saveSafetensors, showName, type StoredTensor } from '../model/safetensors';
 import { paramInfos } from '../model/params';
 import { writeJson } from './runfolder';
 import type { Trainer } from './trainer';
@@ -80,24 +80,131 @@ export function listCheckpoints(runDir: string): { dir: string; step: number }[]
     .sort((a, b) => a.step - b.step);
 }
 
-/** Restore parameters and optimizer state bit-exactly into a freshly built trainer. */
-export function restoreTrainingCheckpoint(dir: string, trainer: Trainer): TrainState {
-  const file = path.join(dir, 'model.safetensors');
-  const { tensors } = loadSafetensors(file);
-  for (const p of paramInfos(trainer.spec)) {
-    const t = tensors[p.name];
-    if (!t || t.shape.join(',') !== p.shape.join(',')) throw new UserError(`${file}: tensor ${p.name} missing or of another shape than the config's model`);
-    const v = tf.tensor(t.data as Float32Array, p.shape, 'float32');
-    trainer.params[p.name].assign(v);
-    v.dispose();
+/**
+ * Checks a parsed state.json: every key of the format's table, with its type, and the steps that must agree.
+ * Refusals name the file and the key. `folderStep` is N of the `step-N` folder it came from, when there is one.
+ */
+export function parseTrainState(raw: unknown, source: string, folderStep?: number): TrainState {
+  const fail = (key: string, what: string): never => {
+    throw new UserError(`${source}: ${key}: ${what}`);
+  };
+  const shown = (v: unknown): string => {
+    const s = JSON.stringify(v) ?? String(v);
+    return s.length > 100 ? `${s.slice(0, 100)}...` : s;
+  };
+  const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+  if (!isObject(raw)) throw new UserError(`${source}: not a JSON object, got ${shown(raw)}`);
+  const get = (o: Record<string, unknown>, key: string, full = key): unknown => {
+    const v = Object.prototype.hasOwnProperty.call(o, key) ? o[key] : undefined;
+    return v === undefined ? fail(full, 'missing') : v;
+  };
+  const count = (o: Record<string, unknown>, key: string, full = key): number => {
+    const v = get(o, key, full);
+    return Number.isSafeInteger(v) && (v as number) >= 0 ? (v as number) : fail(full, `must be a non-negative integer, got ${shown(v)}`);
+  };
+  const object = (key: string): Record<string, unknown> => {
+    const v = get(raw, key);
+    return isObject(v) ? v : fail(key, `must be an object, got ${shown(v)}`);
+  };
+  const numberOrNull = (key: string): number | null => {
+    const v = get(raw, key);
+    return v === null || (typeof v === 'number' && Number.isFinite(v)) ? v : fail(key, `must be a number or null, got ${shown(v)}`);
+  };
+
+  const step = count(raw, 'step');
+  // The folder name is what latestCheckpoint picks by; a state of another step would resume from the wrong place.
+  if (folderStep !== undefined && step !== folderStep) fail('step', `${step}, but the folder is step-${folderStep}`);
+  const tokens = count(raw, 'tokens');
+  const cursor = object('data_cursor');
+  const data_cursor = { seed: count(cursor, 'seed', 'data_cursor.seed'), step: count(cursor, 'step', 'data_cursor.step') };
+  if (data_cursor.step !== step) fail('data_cursor.step', `${data_cursor.step}, but step is ${step}`);
+  const sched = object('schedule');
+  const schedule = {
+    step: count(sched, 'step', 'schedule.step'),
+    total_steps: count(sched, 'total_steps', 'schedule.total_steps'),
+    warmup_steps: count(sched, 'warmup_steps', 'schedule.warmup_steps'),
+  };
+  if (schedule.step !== step) fail('schedule.step', `${schedule.step}, but step is ${step}`);
+  const elapsed = get(raw, 'elapsed_s');
+  const elapsed_s = typeof elapsed === 'number' && Number.isFinite(elapsed) && elapsed >= 0 ? elapsed : fail('elapsed_s', `must be a non-negative number, got ${shown(elapsed)}`);
+  return {
+    step,
+    tokens,
+    data_cursor,
+    schedule,
+    elapsed_s,
+    best_val_loss: numberOrNull('best_val_loss'),
+    last_val_loss: numberOrNull('last_val_loss'),
+    heads_clipped_total: count(raw, 'heads_clipped_total'),
+    max_logit_peak: numberOrNull('max_logit_peak'),
+  };
+}
+
+/** Reads and checks `<dir>/state.json` (parseTrainState), with the step of a `step-N` folder name. */
+export function readTrainState(dir: string): TrainState {
+  const file = path.join(dir, 'state.json');
+  if (!fs.existsSync(file)) throw new UserError(`${file}: file not found`);
+  let raw: unknown;
+  try {
+    raw = JSON.parse(fs.readFileSync(file, 'utf8'));
+  } catch (e) {
+    throw new UserError(`${file}: invalid JSON (${(e as Error).message.split('\n')[0]})`);
   }
-  const opt = loadSafetensors(path.join(dir, 'optimizer.safetensors')).tensors;
+  const m = /^step-(\d+)$/.exec(path.basename(path.resolve(dir)));
+  return parseTrainState(raw, file, m ? Number(m[1]) : undefined);
+}
+
+/**
+ * Checks optimizer.safetensors against the trainer's own optimizer: the same optimizer, exactly its state keys
+ * (the format page: "a resume must find exactly these keys"), each of its dtype and shape, and a step equal to
+ * state.json's. Refusals name the file and the key.
+ */
+function checkOptimizerState(file: string, stored: Record<string, StoredTensor>, metadata: Record<string, string>, trainer: Trainer, step: number): void {
+  const optimizer = trainer.cfg.train.optimizer;
+  if (metadata.optimizer === undefined) throw new UserError(`${file}: __metadata__.optimizer: missing`);
+  if (metadata.optimizer !== optimizer) {
+    throw new UserError(`${file}: __metadata__.optimizer: ${JSON.stringify(metadata.optimizer)}, but this run's train.optimizer is ${optimizer}`);
+  }
+  const live = trainer.optimizer.stateTensors();
+  const expected = new Map(Object.entries(live).map(([key, t]) => [key, { shape: t.shape, dtype: t.dtype === 'int32' ? 'I32' : 'F32' }]));
+  tf.dispose(Object.values(live));
+  for (const [key, want] of expected) {
+    const t = stored[key];
+    if (!t) throw new UserError(`${file}: ${key}: missing`);
+    const dtype = dtypeOf(t.data);
+    if (dtype !== want.dtype) throw new UserError(`${file}: ${key}: dtype ${dtype}, expected ${want.dtype}`);
+    if (t.shape.join(',') !== want.shape.join(',') || t.shape.length !== want.shape.length) {
+      throw new UserError(`${file}: ${key}: shape [${t.shape}], expected [${want.shape}]`);
+    }
+  }
+  const extra = Object.keys(stored).sort().find((key) => !expected.has(key));
+  if (extra !== undefined) throw new UserError(`${file}: ${showName(extra)}: unexpected tensor (not a state key of this model under ${optimizer})`);
+  const saved = stored.step.data[0];
+  if (saved !== step) throw new UserError(`${file}: step: ${saved}, but state.json step is ${step}`);
+}
+
+/**
+ * Restore parameters and optimizer state bit-exactly into a freshly built trainer. Every file is read and checked
+ * before the first assignment, so a refused checkpoint leaves the trainer as it was.
+ */
+export function restoreTrainingCheckpoint(dir: string, trainer: Trainer): TrainState {
+  const state = readTrainState(dir);
+  const weights = readModelTensors(path.join(dir, 'model.safetensors'), trainer.spec);
+  const optFile = path.join(dir, 'optimizer.safetensors');
+  const opt = loadSafetensors(optFile);
+  checkOptimizerState(optFile, opt.tensors, opt.metadata, trainer, state.step);
+
   const record: Record<string, tf.Tensor> = {};
-  for (const [name, t] of Object.entries(opt)) record[name] = tf.tensor(t.data as Float32Array | Int32Array, t.shape, t.data instanceof Int32Array ? 'int32' : 'float32');
+  for (const [name, t] of Object.entries(opt.tensors)) record[name] = tf.tensor(t.data as Float32Array | Int32Array, t.shape, t.data instanceof Int32Array ? 'int32' : 'float32');
   try {
     trainer.optimizer.loadState(record);
   } finally {
     tf.dispose(Object.values(record));
   }
-  return JSON.parse(fs.readFileSync(path.join(dir, 'state.json'), 'utf8')) as TrainState;
+  for (const p of paramInfos(trainer.spec)) {
+    const v = tf.tensor(weights[p.name], p.shape, 'float32');
+    trainer.params[p.name].assign(v);
+    v.dispose();
+  }
+  return state;
 }

@@ -8,7 +8,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import type { Config } from '../config/types';
 import { UserError } from '../errors';
-import { silentProgress, type ProgressSink } from './progress';
+import { PROGRESS_JSONL_ENV, progressReplayer, silentProgress, type ProgressSink } from './progress';
 import { cliEntry } from '../paths';
 import { removeForForce, writeJson, type RunSummary } from './runfolder';
 import { prepareRun, SIGNAL_EXIT_CODES, trainRun, type TrainResult } from './run';
@@ -103,7 +103,7 @@ export async function runExperiment(opts: ExperimentOptions): Promise<Experiment
     const dir = path.join(opts.dir, arm.name);
     try {
       if (opts.jobs > 1) {
-        const code = await spawnArm(opts.childArgs!(arm), opts.progress ?? silentProgress, arm.name, children);
+        const code = await runCli(opts.childArgs!(arm), opts.progress ?? silentProgress, arm.name, children);
         const summaryFile = path.join(dir, 'summary.json');
         const summary = fs.existsSync(summaryFile) ? (JSON.parse(fs.readFileSync(summaryFile, 'utf8')) as RunSummary) : undefined;
         results[i] = { name: arm.name, dir, status: summary && code !== 1 && code !== 2 ? summary.status : 'failed', exitCode: code, summary };
@@ -141,27 +141,32 @@ export async function runExperiment(opts: ExperimentOptions): Promise<Experiment
   return { dir: opts.dir, arms: results, stopSignal: stopSignal || null };
 }
 
-/** Run an mlactl command in a child process; resolves to its exit code. Output is discarded. */
-export function runCli(args: string[]): Promise<number> {
+/**
+ * Run an mlactl command in a child process; resolves to its exit code. Its progress shows in `sink` (a lane of
+ * its own when the display has lanes), its other stderr lines as notes naming `label`.
+ */
+export function runCli(args: string[], sink: ProgressSink = silentProgress, label = args[0], children?: Set<ChildProcess>): Promise<number> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, [cliEntry(), ...args], { stdio: 'ignore' });
-    child.on('close', (code) => resolve(code ?? 1));
-    child.on('error', () => resolve(1));
-  });
-}
-
-function spawnArm(args: string[], progress: ProgressSink, label: string, children: Set<ChildProcess>): Promise<number> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, [cliEntry(), ...args], { stdio: ['ignore', 'ignore', 'pipe'], detached: true });
-    children.add(child);
-    child.on('exit', () => children.delete(child));
-    let tail = '';
-    child.stderr.on('data', (d: Buffer) => {
-      const text = d.toString();
-      tail = (tail + text).slice(-2000);
-      for (const line of text.split('\n')) if (line.trim()) progress.note(line.startsWith(label) ? line : `${label}: ${line}`);
+    const child = spawn(process.execPath, [cliEntry(), ...args], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+      // Its own process group: a terminal's Ctrl-C reaches the parent alone, which passes it on once.
+      detached: true,
+      env: { ...process.env, [PROGRESS_JSONL_ENV]: '1' },
     });
-    child.on('close', (code) => resolve(code ?? 1));
+    children?.add(child);
+    child.on('exit', () => children?.delete(child));
+    const lane = sink.lane?.(label) ?? sink;
+    const replay = progressReplayer({ ...lane, note: (line) => lane.note(line.startsWith(label) ? line : `${label}: ${line}`) });
+    let pending = '';
+    child.stderr.on('data', (d: Buffer) => {
+      const lines = (pending + d.toString()).split('\n');
+      pending = lines.pop()!;
+      for (const line of lines) replay(line);
+    });
+    child.on('close', (code) => {
+      if (pending) replay(pending);
+      resolve(code ?? 1);
+    });
     child.on('error', () => resolve(1));
   });
 }

@@ -84,11 +84,19 @@ describe('PIQA', () => {
     ]);
   });
 
-  it('names the labels file and line of a bad or missing label', () => {
-    const short = userError(() => loadTask(`piqa=${fixture('piqa.jsonl')},${fixture('piqa-short-labels.lst')}`));
-    expect(short.message).toBe(`${fixture('piqa-short-labels.lst')}: has 1 labels, but ${fixture('piqa.jsonl')} has a record at line 2`);
+  it('names the labels file and line of a bad label', () => {
     const bad = userError(() => loadTask(`piqa=${fixture('piqa.jsonl')},${fixture('piqa-bad-labels.lst')}`));
     expect(bad.message).toBe(`${fixture('piqa-bad-labels.lst')}:2: label 2 is not in 0..1`);
+  });
+
+  it('refuses a labels file with more or fewer labels than the data has records, naming both files and counts', () => {
+    const data = fixture('piqa.jsonl');
+    for (const [labels, count] of [[fixture('piqa-long-labels.lst'), 3], [fixture('piqa-short-labels.lst'), 1]] as const) {
+      const expected = `${labels}: ${count} label${count === 1 ? '' : 's'} for the 2 records of ${data} (one label per record, in order)`;
+      expect(userError(() => loadTask(`piqa=${data},${labels}`)).message).toBe(expected);
+      // Also when only the first item is wanted: a labels file that does not match its data is the wrong file.
+      expect(userError(() => loadTask(`piqa=${data},${labels}`, { limit: 1 })).message).toBe(expected);
+    }
   });
 });
 

@@ -102,6 +102,21 @@ export function contextLengthModel(tokenizer: Tokenizer, maxSeqLen: number): Rec
   };
 }
 
+/** A model whose every log-probability is `value` (NaN or an infinity: what corrupt weights give), from `source`. */
+export function constantModel(tokenizer: Tokenizer, value: number, source?: string, maxSeqLen = 64): RecordingModel {
+  const batches: number[][][] = [];
+  return {
+    tokenizer,
+    maxSeqLen,
+    source,
+    batches,
+    async scoreSequences(seqs) {
+      batches.push(seqs.map((s) => [...s]));
+      return seqs.map((seq) => ({ logprobs: new Float64Array(seq.length - 1).fill(value), greedy: new Uint8Array(seq.length - 1) }));
+    },
+  };
+}
+
 /** Every distinct character of `texts` as a one-character piece. */
 export function characterPieces(...texts: string[]): string[] {
   return [...new Set(texts.join(''))].sort();

@@ -10,7 +10,7 @@ import {
   splitContextContinuation,
   wordPerplexity,
 } from '../../src/eval/loglikelihood';
-import { bigramModel, characterPieces, contextLengthModel, pieceOf, pieceTokenizer } from './helpers';
+import { bigramModel, characterPieces, constantModel, contextLengthModel, pieceOf, pieceTokenizer } from './helpers';
 
 // Characters plus BPE-like merges; "o w" spans the join of "hello" + " world", " yes" carries its space.
 const PIECES = [...characterPieces('hello world Answer: yes no xyz'), 'he', 'll', 'o w', 'or', 'ld', ' yes', ' no'];
@@ -75,7 +75,7 @@ describe('loglikelihood', () => {
     // " yes" after ":": the successor of ":" in PIECES is not " yes", so one low-probability token.
     expect(PIECES[PIECES.indexOf(':') + 1]).not.toBe(' yes');
     expect(yes.logprob).toBeCloseTo(LOW, 12);
-    expect(yes).toMatchObject({ nTokens: 1, isGreedy: false, nChars: 4, nBytes: 4 });
+    expect(yes).toMatchObject({ nTokens: 1, isGreedy: false });
     // "o w" after "ll", "or" after "o w", "ld" after "or": each the successor in PIECES, so high and greedy.
     expect(PIECES.slice(PIECES.indexOf('ll'))).toEqual(['ll', 'o w', 'or', 'ld', ' yes', ' no']);
     expect(world.logprob).toBeCloseTo(3 * HIGH, 12);
@@ -108,7 +108,24 @@ describe('loglikelihood', () => {
     const [result] = await loglikelihood(model, [{ context: 'xyzxyzxyz', continuation: ' no' }]);
     expect(pieces(model.batches[0][0])).toEqual(['z', 'x', 'y', 'z', ' no']);
     expect(result.logprob).toBeCloseTo(LOW, 12);
-    await expect(loglikelihood(model, [{ context: 'x', continuation: 'xyzxy' }])).rejects.toThrow(/does not fit in max_seq_len 5/);
+  });
+
+  it('truncates a long context to fill the window exactly', async () => {
+    for (const maxSeqLen of [3, 6, 9]) {
+      const model = bigramModel(tokenizer, successorProb, maxSeqLen);
+      await loglikelihood(model, [{ context: 'xyzxyzxyzxyz', continuation: ' no' }, { context: 'xyzxyzxyzxyz', continuation: 'xy' }]);
+      expect(model.batches.flat().map((seq) => seq.length)).toEqual([maxSeqLen, maxSeqLen]);
+    }
+  });
+
+  it('names the config key of the window when a continuation does not fit', async () => {
+    const model = bigramModel(tokenizer, successorProb, 5);
+    // Five continuation tokens and one of context need six tokens, five positions: one more than the window's four.
+    await expect(loglikelihood(model, [{ context: 'x', continuation: 'xyzxy' }])).rejects.toThrow(
+      /^request 0: continuation of 5 tokens does not fit in the scoring window of 4 positions \(model\.max_seq_len\) with at least one token of context$/,
+    );
+    await expect(loglikelihood({ ...model, windowKey: 'data.seq_len' }, [{ context: 'x', continuation: 'xyzxy' }])).rejects.toThrow(/\(data\.seq_len\)/);
+    await expect(loglikelihood(model, [{ context: 'x', continuation: 'xyzx' }])).resolves.toHaveLength(1);
   });
 
   it('rejects an empty continuation, naming the item', async () => {
@@ -142,11 +159,30 @@ describe('loglikelihood', () => {
     await expect(loglikelihood(one, requests, { batchSize: 0 })).rejects.toThrow(/eval.batch_size/);
   });
 
-  it('counts characters and UTF-8 bytes of the continuation as scored', async () => {
+  it('counts the tokens of the continuation as scored, the moved space included', async () => {
     const accented = pieceTokenizer(characterPieces('caféx '));
     const model = bigramModel(accented, () => 0.1);
     const [result] = await loglikelihood(model, [{ context: 'x ', continuation: 'café' }]);
-    expect(result).toMatchObject({ nChars: 5, nBytes: 6, nTokens: 5 });
+    expect(result.nTokens).toBe(5);
+    expect(result.logprob).toBeCloseTo(5 * Math.log(0.1), 12);
+  });
+});
+
+describe('non-finite log-probabilities', () => {
+  const source = 'runs/a/ckpt/step-10';
+  for (const value of [NaN, -Infinity, Infinity]) {
+    it(`refuse ${value} with one line naming the request and the model`, async () => {
+      const model = constantModel(tokenizer, value, source);
+      const failure = loglikelihood(model, [{ context: 'x', continuation: ' yes', id: 'boolq item 3 choice 1' }]);
+      await expect(failure).rejects.toThrow(UserError);
+      await expect(failure).rejects.toThrow(
+        new RegExp(`^boolq item 3 choice 1: ${source} gives log-probability ${value}; its weights hold NaN or Inf \\(a corrupt or diverged checkpoint\\?\\)$`),
+      );
+    });
+  }
+
+  it('are refused in rolling scoring too, naming the model as "the model" when its source is unknown', async () => {
+    await expect(loglikelihoodRolling(constantModel(tokenizer, NaN), 'xyz', { stride: 3 })).rejects.toThrow(/^window 0: the model gives log-probability NaN;/);
   });
 });
 

@@ -30,12 +30,17 @@ describe('metrics', () => {
     expect(argmax([-Infinity, -5])).toBe(1);
   });
 
-  it('normalises by characters and by bytes separately', () => {
-    const choice = (logprob: number, nChars: number, nBytes: number) => ({ logprob, nChars, nBytes, nTokens: 1, isGreedy: false });
+  it('normalises by the characters and by the UTF-8 bytes of the choice text', () => {
     // sums -4 vs -5 (first); per char -4/2 = -2 vs -5/5 = -1 (second); per byte -4/2 = -2 vs -5/10 = -0.5 (second).
-    expect(predictChoice([choice(-4, 2, 2), choice(-5, 5, 10)])).toEqual({ pred: 0, predNorm: 1, predBytes: 1 });
+    expect(predictChoice([-4, -5], ['ab', 'ééééé'])).toEqual({ pred: 0, predNorm: 1, predBytes: 1 });
     // per char -6/3 = -2 vs -3/2 = -1.5 (second); per byte -6/6 = -1 vs -3/2 = -1.5 (first).
-    expect(predictChoice([choice(-6, 3, 6), choice(-3, 2, 2)])).toEqual({ pred: 1, predNorm: 1, predBytes: 0 });
+    expect(predictChoice([-6, -3], ['ééé', 'ab'])).toEqual({ pred: 1, predNorm: 1, predBytes: 0 });
+  });
+
+  it('counts characters as Python does (code points), so an emoji is one character', () => {
+    // per char -5/2 = -2.5 vs -6/3 = -2 (second); by UTF-16 units it would be -5/4 = -1.25 (first).
+    // per byte -5/8 vs -6/3 (first).
+    expect(predictChoice([-5, -6], ['😀😀', 'abc'])).toEqual({ pred: 0, predNorm: 1, predBytes: 0 });
   });
 
   it('chance is the mean of 1 / choices', () => {

@@ -6,7 +6,7 @@ import { evaluateTasks, type EvalProgress, type EvalResults } from '../../src/ev
 import { appendByStep, writeEvalResults } from '../../src/eval/results';
 import { loadTask, taskDefinition, type EvalTask } from '../../src/eval/tasks';
 import type { TaskItem } from '../../src/eval/types';
-import { bigramModel, characterPieces, pieceTokenizer, unigramModel } from './helpers';
+import { bigramModel, characterPieces, constantModel, pieceTokenizer, unigramModel } from './helpers';
 
 const ln = Math.log;
 
@@ -15,12 +15,13 @@ function task(like: string, name: string, items: TaskItem[]): EvalTask {
 }
 
 // A unigram model: the context is ignored, so each choice's score is a sum of the pieces' log-probabilities.
+// acc_norm and acc_bytes divide by the length of the choice alone, without the delimiter's space.
 const P = { ' ': 0.2, a: 0.35, b: 0.1, c: 0.05, 'é': 0.25, Q: 0.025, ':': 0.025 };
 const mcTokenizer = pieceTokenizer(characterPieces('Q: abcé'));
 const mcTask = task('arc-easy', 'toy-mc', [
-  // " ab" -4.96 (per char -1.65), " aaaa" -5.81 (-1.16), " c" -4.61 (-2.30): acc picks 2, acc_norm 1.
+  // " ab" -4.96 (per char -2.48), " aaaa" -5.81 (-1.45), " c" -4.61 (-4.61): acc picks 2, acc_norm 1.
   { kind: 'multiple_choice', context: 'Q:', choices: ['ab', 'aaaa', 'c'], gold: 1 },
-  // " é" -3.00 (per char -1.50, per byte -1.00), " aa" -3.71 (-1.24, -1.24): acc 0, acc_norm 1, acc_bytes 0.
+  // " é" -3.00 (per char -3.00, per byte -1.50), " aa" -3.71 (-1.85, -1.85): acc 0, acc_norm 1, acc_bytes 0.
   { kind: 'multiple_choice', context: 'Q:', choices: ['é', 'aa'], gold: 0 },
   { kind: 'multiple_choice', context: 'Q:', choices: ['b', 'a'], gold: 1 },
 ]);
@@ -106,6 +107,34 @@ describe('evaluateTasks', () => {
     expect(result.metrics.perplexity!.stderr).toBeCloseTo((ppl * Math.abs(first - second)) / 2, 10);
     expect(result.metrics.perplexity!.higherIsBetter).toBe(false);
     expect(result.chance).toBeNull();
+  });
+
+  it('normalises acc_norm and acc_bytes by the choice alone, without the delimiter (lm-evaluation-harness)', async () => {
+    // Unigram log-probabilities: " " -3, "a" -1, "b" -2, "é" -3 (2 UTF-8 bytes), "Q" and ":" -1.
+    const logP = { ' ': -3, a: -1, b: -2, 'é': -3, Q: -1, ':': -1 };
+    const p = Object.fromEntries(Object.entries(logP).map(([piece, lp]) => [piece, Math.exp(lp)]));
+    const model = unigramModel(pieceTokenizer(characterPieces('Q: abé')), p);
+    // HellaSwag-like: " a" sums to -4 and " bbb" to -9. Per character of the choice, -4/1 < -9/3, so acc_norm picks
+    // "bbb"; dividing by the delimiter too (-4/2 > -9/4) would pick "a". ASCII, so acc_bytes flips the same way.
+    const hellaswag = task('hellaswag', 'toy-hellaswag', [{ kind: 'multiple_choice', context: 'Q:', choices: ['a', 'bbb'], gold: 1 }]);
+    // ARC-like: " é" sums to -6 over 2 bytes, " bbbb" to -11 over 4 bytes: -6/2 < -11/4, so acc_bytes picks "bbbb";
+    // with the delimiter's byte (-6/3 > -11/5) it would pick "é".
+    const arc = task('arc-easy', 'toy-arc', [{ kind: 'multiple_choice', context: 'Q:', choices: ['é', 'bbbb'], gold: 1 }]);
+    const { tasks } = await evaluateTasks(model, [hellaswag, arc]);
+    expect((tasks[0].items[0] as { logprobs: number[] }).logprobs.map((lp) => Math.round(lp * 1e9) / 1e9)).toEqual([-4, -9]);
+    expect((tasks[1].items[0] as { logprobs: number[] }).logprobs.map((lp) => Math.round(lp * 1e9) / 1e9)).toEqual([-6, -11]);
+    expect(tasks.map((t) => t.items[0])).toMatchObject([
+      { pred: 0, pred_norm: 1, pred_bytes: 1 },
+      { pred: 0, pred_norm: 1, pred_bytes: 1 },
+    ]);
+    expect(tasks.map((t) => [t.metrics.acc!.value, t.metrics.acc_norm!.value, t.metrics.acc_bytes!.value])).toEqual([[0, 1, 1], [0, 1, 1]]);
+  });
+
+  it('fails the task when the model gives NaN instead of scoring every item as choice 0', async () => {
+    const corrupt = constantModel(mcTokenizer, NaN, '/runs/a/ckpt/step-10');
+    const failure = evaluateTasks(corrupt, [mcTask]);
+    await expect(failure).rejects.toThrow(UserError);
+    await expect(failure).rejects.toThrow(/^toy-mc item \d+ choice \d+: \/runs\/a\/ckpt\/step-10 gives log-probability NaN;/);
   });
 
   it('honours limit', async () => {
