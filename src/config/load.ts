@@ -5,13 +5,19 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { Document, isMap, isScalar, LineCounter, parseDocument, stringify, YAMLError } from 'yaml';
-import { UserError } from '../errors';
 import { CONFIGS_DIR } from '../paths';
 import { Config, ModelConfig } from './types';
-import { describeValue, isPlainObject, keyError, OriginLookup, validateConfig } from './validate';
+import { configError, describeKind, describeValue, isPlainObject, keyError, OriginLookup, validateConfig } from './validate';
 
 /** Resolved from src/config (tests) and dist/config (the built CLI) alike. */
 export const BASE_CONFIG_PATH = path.join(CONFIGS_DIR, 'base.yaml');
+
+/**
+ * Config files are a few kilobytes; the bound keeps a mistaken path (a log, a data file) from being read whole.
+ * Together with the extension and regular-file checks it stops `extends` from reading what is not a config.
+ */
+export const MAX_CONFIG_BYTES = 2 ** 20;
+const CONFIG_EXTENSIONS = ['.yaml', '.yml'];
 
 /** One source of keys, merged in order: base, the extends chain from root to leaf, then each `--set`. */
 interface Layer {
@@ -38,10 +44,10 @@ export function loadConfig(file: string, sets: string[] = []): Config {
 export function resolveConfigObject(obj: unknown, sets: string[] = [], sourceName = 'config object'): Config {
   const data = obj === undefined || obj === null ? {} : obj;
   if (!isPlainObject(data)) {
-    throw new UserError(`config error in ${sourceName}: expected a mapping of config keys, got ${describeValue(data)}`);
+    throw configError(`config error in ${sourceName}: expected a mapping of config keys, got ${describeValue(data)}`);
   }
   if (Object.prototype.hasOwnProperty.call(data, 'extends')) {
-    throw new UserError(`config error at extends: only config files can extend another file [${sourceName}]`);
+    throw configError(`config error at extends: only config files can extend another file [${sourceName}]`);
   }
   const layer: Layer = { data, originOf: () => sourceName };
   return resolveLayers([fileLayer(readBaseFile()), layer, ...sets.map(setLayer)]);
@@ -63,7 +69,7 @@ export function configToYaml(cfg: Config): string {
 export function setConfigValue(obj: Record<string, unknown>, keyPath: string, value: unknown): void {
   const segments = keyPath.split('.');
   if (segments.some((segment) => segment.trim() === '')) {
-    throw new UserError(`config error at ${keyPath}: empty segment in key path`);
+    throw configError(`config error at ${keyPath}: empty segment in key path`);
   }
   let node = obj;
   for (let i = 0; i < segments.length - 1; i++) {
@@ -71,7 +77,7 @@ export function setConfigValue(obj: Record<string, unknown>, keyPath: string, va
     if (!Object.prototype.hasOwnProperty.call(node, segment)) defineOwn(node, segment, {});
     const next = node[segment];
     if (!isPlainObject(next)) {
-      throw new UserError(`config error at ${keyPath}: ${segments.slice(0, i + 1).join('.')} is ${describeValue(next)}, not a mapping`);
+      throw configError(`config error at ${keyPath}: ${segments.slice(0, i + 1).join('.')} is ${describeValue(next)}, not a mapping`);
     }
     node = next;
   }
@@ -93,7 +99,7 @@ export function effectiveVocab(m: ModelConfig, tokenizerVocab: number): number {
   }
   if (m.vocab_size === 0) return Math.ceil(tokenizerVocab / 64) * 64;
   if (m.vocab_size < tokenizerVocab) {
-    throw new UserError(
+    throw configError(
       `config error at model.vocab_size: ${m.vocab_size} is smaller than the tokenizer's vocabulary (${tokenizerVocab}); use 0 to size it from the tokenizer`,
     );
   }
@@ -171,11 +177,11 @@ function setLayer(arg: string): Layer {
   const eq = arg.indexOf('=');
   const keyPath = eq < 0 ? '' : arg.slice(0, eq).trim();
   if (!/^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$/.test(keyPath)) {
-    throw new UserError(`config error in ${source}: expected key.path=value, e.g. --set train.lr=3e-4`);
+    throw configError(`config error in ${source}: expected key.path=value, e.g. --set train.lr=3e-4`);
   }
   const doc = parseDocument(arg.slice(eq + 1));
   if (doc.errors.length > 0) {
-    throw new UserError(`config error at ${keyPath}: invalid YAML value (${yamlErrorText(doc.errors[0])}) [${source}]`);
+    throw configError(`config error at ${keyPath}: invalid YAML value (${yamlErrorText(doc.errors[0])}) [${source}]`);
   }
   const data: Record<string, unknown> = {};
   setConfigValue(data, keyPath, doc.toJS());
@@ -188,7 +194,7 @@ function readBaseFile(): ConfigFile {
   if (!cachedBaseFile) {
     const file = readConfigFile(BASE_CONFIG_PATH);
     if (file.extendsPath !== undefined) {
-      throw new UserError(`config error at extends: the base config cannot extend another file [${file.display}:${file.lineOf.get('extends')}]`);
+      throw configError(`config error at extends: the base config cannot extend another file [${file.display}:${file.lineOf.get('extends')}]`);
     }
     cachedBaseFile = file;
   }
@@ -207,7 +213,7 @@ function readExtendsChain(file: string): ConfigFile[] {
     if (canonical === baseCanonical) break;
     if (referrer && visited.includes(canonical)) {
       const cycle = [...chain.map((f) => f.display), displayPath(nextPath)].join(' -> ');
-      throw new UserError(`config error at extends: cycle ${cycle} [${referrer.display}:${referrer.lineOf.get('extends')}]`);
+      throw configError(`config error at extends: cycle ${cycle} [${referrer.display}:${referrer.lineOf.get('extends')}]`);
     }
     visited.push(canonical);
     const current: ConfigFile = readConfigFile(nextPath, referrer);
@@ -223,33 +229,35 @@ function readConfigFile(absPath: string, referrer?: ConfigFile): ConfigFile {
   const display = displayPath(absPath);
   let text: string;
   try {
-    text = fs.readFileSync(absPath, 'utf8');
+    text = readConfigText(absPath);
   } catch (err) {
-    const reason = readFailure(err);
+    const reason = err instanceof ConfigReadError ? err.message : readFailure(err);
     if (referrer) {
-      throw new UserError(
+      throw configError(
         `config error at extends: cannot read ${referrer.extendsWritten} (${reason}: ${display}) [${referrer.display}:${referrer.lineOf.get('extends')}]`,
       );
     }
-    throw new UserError(`config error: cannot read config file ${display}: ${reason}`);
+    throw configError(`config error: cannot read config file ${display}: ${reason}`);
   }
 
+  // From here on the text is a config file's, yet errors still give positions only: a message that quoted the
+  // text would print whatever a mistaken path led to.
   const lineCounter = new LineCounter();
   const doc = parseDocument(text, { lineCounter });
   if (doc.errors.length > 0) {
     const error = doc.errors[0];
     const where = error.linePos ? `:${error.linePos[0].line}:${error.linePos[0].col}` : '';
-    throw new UserError(`config error in ${display}${where}: invalid YAML: ${yamlErrorText(error)}`);
+    throw configError(`config error in ${display}${where}: invalid YAML: ${yamlErrorText(error)}`);
   }
   let parsed: unknown;
   try {
     parsed = doc.toJS();
   } catch (err) {
-    throw new UserError(`config error in ${display}: ${(err as Error).message.split('\n')[0]}`);
+    throw configError(`config error in ${display}: invalid YAML: ${toJsFailure(err)}`);
   }
   const data = parsed === null || parsed === undefined ? {} : parsed;
   if (!isPlainObject(data)) {
-    throw new UserError(`config error in ${display}: the top level must be a mapping of config keys, got ${describeValue(data)}`);
+    throw configError(`config error in ${display}: the top level must be a mapping of config keys, got ${describeKind(data)}`);
   }
 
   const lineOf = keyLines(doc, lineCounter);
@@ -285,9 +293,88 @@ function keyLines(doc: Document, lineCounter: LineCounter): Map<string, number> 
   return lines;
 }
 
-/** The yaml package's message without its position suffix and source excerpt (we print our own position). */
+/** A reason for refusing a file before parsing it, worded for `cannot read FILE (reason)`. */
+class ConfigReadError extends Error {}
+
+/**
+ * The text of a config file: a regular file named .yaml or .yml (the name it is reached by and the file the links
+ * end at), at most MAX_CONFIG_BYTES, in UTF-8. Checked before reading, since reading is what goes wrong: a device
+ * such as /dev/zero never ends, and opening a FIFO waits for a writer.
+ */
+function readConfigText(absPath: string): string {
+  const kind = (st: fs.Stats): void => {
+    if (st.isDirectory()) throw new ConfigReadError('is a directory');
+    if (!st.isFile()) throw new ConfigReadError('not a regular file');
+  };
+  kind(fs.statSync(absPath));
+  const isYamlName = (p: string) => CONFIG_EXTENSIONS.includes(path.extname(p).toLowerCase());
+  if (!isYamlName(absPath) || !isYamlName(fs.realpathSync.native(absPath))) throw new ConfigReadError('not a .yaml or .yml file');
+  const tooLarge = `larger than ${MAX_CONFIG_BYTES / 2 ** 20} MiB`;
+  // Non-blocking, so a path swapped for a FIFO after the stat above cannot hang the open; fstat re-checks the kind.
+  const fd = fs.openSync(absPath, fs.constants.O_RDONLY | (fs.constants.O_NONBLOCK ?? 0));
+  try {
+    const st = fs.fstatSync(fd);
+    kind(st);
+    if (st.size > MAX_CONFIG_BYTES) throw new ConfigReadError(tooLarge);
+    // One byte past the bound tells a file that grew since the fstat from one that is exactly at it.
+    const buffer = Buffer.alloc(MAX_CONFIG_BYTES + 1);
+    let length = 0;
+    for (;;) {
+      const n = fs.readSync(fd, buffer, length, buffer.length - length, null);
+      if (n === 0) break;
+      length += n;
+      if (length > MAX_CONFIG_BYTES) throw new ConfigReadError(tooLarge);
+    }
+    try {
+      return new TextDecoder('utf-8', { fatal: true }).decode(buffer.subarray(0, length));
+    } catch {
+      throw new ConfigReadError('not UTF-8 text');
+    }
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/**
+ * What a YAML error is, in words of our own: the yaml package's messages quote the source (an unknown escape, a
+ * directive, an anchor name), and a config error must never print file contents; the position says where.
+ */
+const YAML_ERRORS: Record<YAMLError['code'], string> = {
+  ALIAS_PROPS: 'an alias cannot have an anchor or a tag',
+  BAD_ALIAS: 'an invalid alias',
+  BAD_COLLECTION_TYPE: 'a collection of the wrong kind',
+  BAD_DIRECTIVE: 'an invalid directive',
+  BAD_DQ_ESCAPE: 'invalid escape sequence in a double-quoted string',
+  BAD_INDENT: 'bad indentation',
+  BAD_PROP_ORDER: 'an anchor or tag in the wrong place',
+  BAD_SCALAR_START: 'a plain value cannot start with this character',
+  BLOCK_AS_IMPLICIT_KEY: 'a block collection cannot be a key',
+  BLOCK_IN_FLOW: 'a block collection inside a flow collection',
+  DUPLICATE_KEY: 'Map keys must be unique',
+  IMPOSSIBLE: 'a structure the parser cannot read',
+  KEY_OVER_1024_CHARS: 'a key longer than 1024 characters',
+  MISSING_CHAR: 'a closing bracket or quote is missing',
+  MULTILINE_IMPLICIT_KEY: 'a key cannot span several lines',
+  MULTIPLE_ANCHORS: 'several anchors on one value',
+  MULTIPLE_DOCS: 'several documents in one file',
+  MULTIPLE_TAGS: 'several tags on one value',
+  NON_STRING_KEY: 'a key that is not a string',
+  RESOURCE_EXHAUSTION: 'too many aliases (a YAML bomb?)',
+  TAB_AS_INDENT: 'a tab used as indentation',
+  TAG_RESOLVE_FAILED: 'an unknown tag',
+  UNEXPECTED_TOKEN: 'unexpected text',
+};
+
 function yamlErrorText(error: YAMLError): string {
-  return error.message.split('\n')[0].replace(/ at line \d+, column \d+:?$/, '');
+  return YAML_ERRORS[error.code] ?? 'a syntax error';
+}
+
+/** Errors from resolving aliases, which the yaml package reports only when it builds the values. */
+function toJsFailure(err: unknown): string {
+  const message = err instanceof Error ? err.message : '';
+  if (/^Excessive alias count/.test(message)) return YAML_ERRORS.RESOURCE_EXHAUSTION;
+  if (/^Unresolved alias/.test(message)) return 'an alias names no anchor before it';
+  return 'a document that cannot be read as data';
 }
 
 function readFailure(err: unknown): string {

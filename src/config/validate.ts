@@ -1,16 +1,26 @@
 // Checks a merged configuration against the schema and the rules that tie keys together. Every failure is a
 // one-line UserError that names the key path and, through `originOf`, where the offending value came from.
 
-import { UserError } from '../errors';
+import * as os from 'os';
+import { printable, UserError } from '../errors';
+import { formatBytes, MAX_INT32, MAX_POSITIONS, ropeTableBytes } from './limits';
 import { AnyLeafSpec, AnySpec, CONFIG_SCHEMA, Range } from './schema';
 import { Config } from './types';
 
 /** Where the value at a key path was written (`configs/models/demo.yaml:12`, `--set train.lr=1`), if known. */
 export type OriginLookup = (keyPath: string) => string | undefined;
 
+/**
+ * A config error's message quotes keys, values and paths that came from files and flags; a terminal would act
+ * on control bytes among them (clear the screen, retitle the window), so the whole line goes out escaped.
+ */
+export function configError(message: string): UserError {
+  return new UserError(printable(message));
+}
+
 export function keyError(keyPath: string, detail: string, originOf: OriginLookup): UserError {
   const origin = originOf(keyPath);
-  return new UserError(`config error at ${keyPath}: ${detail}${origin ? ` [${origin}]` : ''}`);
+  return configError(`config error at ${keyPath}: ${detail}${origin ? ` [${origin}]` : ''}`);
 }
 
 export function isPlainObject(value: unknown): value is Record<string, unknown> {
@@ -45,7 +55,7 @@ function checkSpec(value: unknown, spec: AnySpec, keyPath: string, originOf: Ori
   }
   if (spec.kind === 'list') {
     if (!Array.isArray(value)) {
-      const hint = typeof value === 'string' || typeof value === 'number' ? ` (write [${String(value)}])` : '';
+      const hint = typeof value === 'string' || typeof value === 'number' ? ` (write [${printable(String(value))}])` : '';
       throw keyError(keyPath, `expected a list, each item ${describeSpec(spec.of)}; got ${describeValue(value)}${hint}`, originOf);
     }
     value.forEach((item, index) => checkLeaf(item, spec.of, `${keyPath}[${index}]`, originOf));
@@ -82,12 +92,36 @@ function checkLeaf(value: unknown, spec: AnyLeafSpec, keyPath: string, originOf:
   }
 }
 
+/** Integer sizes that become a tensor dimension (or a loop over one); model.vocab_size has its own message. */
+const INT32_SIZE_KEYS = [
+  'model.d_model', 'model.n_layers', 'model.n_heads', 'model.q_lora_rank', 'model.kv_lora_rank', 'model.qk_nope_head_dim',
+  'model.qk_rope_head_dim', 'model.v_head_dim', 'model.d_ff', 'data.seq_len', 'train.batch_size', 'train.grad_accum', 'eval.batch_size',
+];
+
 /** Rules between keys, and single-key rules that the schema's ranges cannot express. */
 function checkRelations(config: Config, originOf: OriginLookup): void {
   const { model, data, train } = config;
   const fail = (keyPath: string, detail: string): never => {
     throw keyError(keyPath, detail, originOf);
   };
+
+  // Sizes past what can be built are refused here by name, before any command sizes a tensor from them.
+  if (model.vocab_size > MAX_INT32) fail('model.vocab_size', `${model.vocab_size} is beyond 2^31 - 1 (token ids are int32)`);
+  for (const keyPath of INT32_SIZE_KEYS) {
+    const value = keyPath.split('.').reduce<unknown>((node, key) => (node as Record<string, unknown>)[key], config) as number;
+    if (value > MAX_INT32) fail(keyPath, `${value} is beyond 2^31 - 1 (tensor dimensions are int32)`);
+  }
+  if (model.max_seq_len > MAX_POSITIONS) {
+    fail('model.max_seq_len', `${model.max_seq_len} positions are beyond the limit of ${MAX_POSITIONS} (2^24; see configs/base.yaml)`);
+  }
+  // Every command that builds a model builds these tables first, whatever it then runs.
+  const ropeBytes = ropeTableBytes(model.max_seq_len, model.qk_nope_head_dim, model.qk_rope_head_dim);
+  if (ropeBytes > os.totalmem()) {
+    fail(
+      'model.max_seq_len',
+      `RoPE tables of ${model.max_seq_len} positions x ${model.qk_rope_head_dim} rotary features need about ${formatBytes(ropeBytes)}, more than this machine's memory (${formatBytes(os.totalmem())})`,
+    );
+  }
 
   if (model.qk_rope_head_dim % 2 !== 0) {
     fail('model.qk_rope_head_dim', `must be even (RoPE rotates pairs), got ${model.qk_rope_head_dim}`);
@@ -139,12 +173,23 @@ function describeRange({ min, max, minOpen, maxOpen }: Range, noun: 'integer' | 
   return `${article} ${noun} in ${low}, ${high}`;
 }
 
-/** A value as it appears in a message: strings quoted and escaped so the message stays on one line. */
+/**
+ * A value as it appears in a message: strings quoted and escaped so the message stays on one line (JSON escapes
+ * the C0 controls; printable the DEL and C1 controls JSON leaves as they are).
+ */
 export function describeValue(value: unknown): string {
   if (value === null || value === undefined) return 'an empty value';
-  if (Array.isArray(value)) return `a list [${value.map(formatItem).join(', ')}]`;
+  if (Array.isArray(value)) return printable(`a list [${value.map(formatItem).join(', ')}]`);
   if (isPlainObject(value)) return 'a mapping';
-  return `${typeof value} ${formatItem(value)}`;
+  return printable(`${typeof value} ${formatItem(value)}`);
+}
+
+/** What kind of value, without the value: for text that may not be echoed (a file that is not a config). */
+export function describeKind(value: unknown): string {
+  if (value === null || value === undefined) return 'an empty value';
+  if (Array.isArray(value)) return 'a list';
+  if (isPlainObject(value)) return 'a mapping';
+  return typeof value === 'boolean' ? 'a boolean' : `a ${typeof value}`;
 }
 
 function formatItem(value: unknown): string {

@@ -7,6 +7,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { initBackend, maxBindingBytes } from '../backend';
 import { configToYaml, effectiveVocab } from '../config/load';
+import { checkMemory } from '../config/memory';
 import type { Config } from '../config/types';
 import { validationWindows } from '../data/batches';
 import { openTrainingData, type TrainingData } from '../data/dataset';
@@ -110,7 +111,14 @@ export async function trainRun(opts: TrainOptions): Promise<TrainResult> {
   const backend = await initBackend(cfg.backend);
   const prepared = prepareRun(cfg);
   const { data, spec, valStarts } = prepared;
-  checkTensorSizes(cfg, spec, backend.name);
+  try {
+    checkTensorSizes(cfg, spec, backend.name);
+    // Before the run folder is claimed and before anything is allocated: a refused run leaves nothing behind.
+    checkMemory(cfg, spec.vocab, backend.name);
+  } catch (e) {
+    data.close();
+    throw e;
+  }
   if (opts.resume) {
     const done = completedSummary(opts.runDir);
     if (done) {

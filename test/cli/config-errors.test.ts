@@ -25,12 +25,13 @@ function mlactl(args: string[]): Promise<{ code: number | null; stdout: string; 
   });
 }
 
-/** Exit code 2 and exactly one line on stderr that matches every pattern. */
-async function expectOneLineError(args: string[], ...patterns: RegExp[]): Promise<void> {
+/** Exit code 2 and exactly one line on stderr that matches every pattern; returns that line. */
+async function expectOneLineError(args: string[], ...patterns: RegExp[]): Promise<string> {
   const r = await mlactl(args);
   const lines = r.stderr.split('\n').filter((l) => l.trim() !== '');
   expect({ code: r.code, lines: lines.length }).toEqual({ code: 2, lines: 1 });
   for (const p of patterns) expect(lines[0]).toMatch(p);
+  return lines[0];
 }
 
 test('bad configs: exit code 2 and one stderr line naming the key or file', async () => {
@@ -50,6 +51,30 @@ test('bad configs: exit code 2 and one stderr line naming the key or file', asyn
     expectOneLineError(['verify', '--backend', 'cpu'], /exactly one of --config FILE or --run DIR/),
     expectOneLineError(['score', '--run', path.join(dir, 'nothing'), '--text', 'hi', '--backend', 'cpu'], /nothing: no such folder/),
   ]);
+});
+
+test('sizes past the limits, unsafe extends targets and escape bytes: one line, exit 2, nothing echoed', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mlactl-cli-'));
+  const secret = path.join(dir, 'shadow');
+  fs.writeFileSync(secret, 'root:$6$SECRETHASH:19000:0:99999:7:::\n');
+  const extendsSecret = path.join(dir, 'secret.yaml');
+  fs.writeFileSync(extendsSecret, `extends: ${secret}\n`);
+  const extendsZero = path.join(dir, 'zero.yaml');
+  fs.writeFileSync(extendsZero, 'extends: /dev/zero\n');
+  const escapes = path.join(dir, 'escapes.yaml');
+  fs.writeFileSync(escapes, 'model:\n  "\\e]0;owned\\a\\e[2J": 1\n');
+  const lines = await Promise.all([
+    expectOneLineError(['model', 'info', '--config', TINY, '--set', 'model.max_seq_len=1e9'], /model\.max_seq_len/, /2\^24/),
+    expectOneLineError(['model', 'info', '--config', TINY, '--set', 'model.vocab_size=1e12'], /model\.vocab_size/, /2\^31 - 1/),
+    expectOneLineError(['model', 'info', '--config', extendsSecret], /at extends/, /not a \.yaml or \.yml file/),
+    expectOneLineError(['model', 'info', '--config', extendsZero], /at extends/, /not a regular file/),
+    expectOneLineError(['model', 'info', '--config', escapes], /unknown key/, /\\x1b\]0;owned\\x07\\x1b\[2J/),
+  ]);
+  for (const line of lines) {
+    expect(line).not.toMatch(/SECRET/);
+    expect(line).not.toMatch(/[\x00-\x08\x0b-\x1f\x7f-\x9f]/);
+  }
+  fs.rmSync(dir, { recursive: true, force: true });
 });
 
 test('model info --json parses and reports the preset by hand', async () => {

@@ -1,3 +1,4 @@
+import { execFileSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
@@ -260,6 +261,49 @@ describe('extends and merging', () => {
     expect(userErrorOf(() => loadConfig(wrongType))).toMatch(/config error at extends: expected a path .* got number 3 \[.*extends-number\.yaml:1\]/);
   });
 
+  test('extends reads only regular .yaml/.yml files of bounded size, and never echoes what it refused', () => {
+    const secret = write('secrets/shadow', 'root:$6$SECRETHASH:19000:0:99999:7:::\nuser: SECRETVALUE\n');
+    const toSecret = write('ext-secret.yaml', `name: x\nextends: ${secret}\n`);
+    const refused = userErrorOf(() => loadConfig(toSecret));
+    expect(refused).toMatch(/^config error at extends: cannot read .*shadow \(not a \.yaml or \.yml file: .*shadow\) \[.*ext-secret\.yaml:2\]$/);
+    expect(refused).not.toMatch(/SECRET/);
+    // A link named .yaml to another file is judged by the file it reaches.
+    const link = path.join(tmp, 'secrets/link.yaml');
+    fs.symlinkSync(secret, link);
+    expect(userErrorOf(() => loadConfig(write('ext-link.yaml', 'extends: secrets/link.yaml\n')))).toMatch(/cannot read secrets\/link\.yaml \(not a \.yaml or \.yml file: /);
+    expect(userErrorOf(() => loadConfig(secret))).toMatch(/^config error: cannot read config file .*shadow: not a \.yaml or \.yml file$/);
+    // Devices and FIFOs are refused without being read (or opened: a FIFO's open waits for a writer).
+    expect(userErrorOf(() => loadConfig(write('ext-zero.yaml', 'extends: /dev/zero\n')))).toMatch(/cannot read \/dev\/zero \(not a regular file: \/dev\/zero\) \[.*ext-zero\.yaml:1\]$/);
+    const fifo = path.join(tmp, 'secrets/pipe.yaml');
+    execFileSync('mkfifo', [fifo]);
+    expect(userErrorOf(() => loadConfig(write('ext-fifo.yaml', 'extends: secrets/pipe.yaml\n')))).toMatch(/cannot read secrets\/pipe\.yaml \(not a regular file: /);
+    expect(userErrorOf(() => loadConfig(fifo))).toMatch(/cannot read config file .*pipe\.yaml: not a regular file$/);
+    // Config files are small: a large one is refused from its size, before it is read.
+    const big = write('big.yaml', `name: big\n# ${'x'.repeat(2 ** 20)}\n`);
+    expect(userErrorOf(() => loadConfig(write('ext-big.yaml', 'extends: big.yaml\n')))).toMatch(/cannot read big\.yaml \(larger than 1 MiB: .*big\.yaml\)/);
+    expect(userErrorOf(() => loadConfig(big))).toMatch(/cannot read config file .*big\.yaml: larger than 1 MiB$/);
+    expect(loadConfig(write('just-under.yaml', `name: under\n#${'x'.repeat(2 ** 20 - 20)}\n`)).name).toBe('under');
+    const binary = path.join(tmp, 'binary.yml');
+    fs.writeFileSync(binary, Buffer.from([0x6e, 0x3a, 0x20, 0xff, 0xfe, 0x0a]));
+    expect(userErrorOf(() => loadConfig(binary))).toMatch(/cannot read config file .*binary\.yml: not UTF-8 text$/);
+    expect(loadConfig(write('short.yml', 'name: yml\n')).name).toBe('yml');
+  });
+
+  test('YAML errors name the file, line and column, never the text', () => {
+    const escapeSeq = write('dq.yaml', 'name: ok\n"a\\qSECRET": 1\n');
+    const m1 = userErrorOf(() => loadConfig(escapeSeq));
+    expect(m1).toMatch(/^config error in .*dq\.yaml:2:\d+: invalid YAML: invalid escape sequence in a double-quoted string$/);
+    const alias = write('alias.yaml', 'name: *SECRETANCHOR\n');
+    expect(userErrorOf(() => loadConfig(alias))).toMatch(/^config error in .*alias\.yaml: invalid YAML: an alias names no anchor before it$/);
+    const scalar = write('scalar.yaml', 'SECRET-TEXT:line\n');
+    expect(userErrorOf(() => loadConfig(scalar))).toMatch(/^config error in .*scalar\.yaml: the top level must be a mapping of config keys, got a string$/);
+    const flow = write('flow.yaml', 'a: [1, SECRETX\n');
+    expect(userErrorOf(() => loadConfig(flow))).toMatch(/^config error in .*flow\.yaml:2:1: invalid YAML: [^S]*$/);
+    const bomb = write('bomb.yaml', ['a: &a [x, x, x, x, x, x, x, x, x, x]', ...'bcdefgh'.split('').map((k, i) => `${k}: &${k} [${Array(10).fill(`*${'abcdefgh'[i]}`).join(', ')}]`)].join('\n') + '\n');
+    expect(userErrorOf(() => loadConfig(bomb))).toMatch(/^config error in .*bomb\.yaml: invalid YAML: too many aliases/);
+    for (const m of [m1]) expect(m).not.toMatch(/SECRET/);
+  });
+
   test('resolveConfigObject merges an object over base and rejects extends', () => {
     const cfg = resolveConfigObject({ model: { variant: 'qk-clip' } });
     expect(cfg.model.variant).toBe('qk-clip');
@@ -422,6 +466,52 @@ describe('validation', () => {
     expect(userErrorOf(withSet('train.warmup_tokens=20000000'))).toMatch(/at train\.warmup_tokens: 20000000 exceeds train\.tokens \(10000000\)/);
     // base: 32 sequences x 1 micro-batch x 256 tokens = 8192 tokens per optimizer step.
     expect(userErrorOf(withSet('train.tokens=8000', 'train.warmup_tokens=0'))).toMatch(/at train\.tokens: 8000 is less than one optimizer step .* 8192 tokens/);
+  });
+
+  test('sizes are bounded: int32 token ids and dimensions, 2^24 positions, RoPE tables within this machine', () => {
+    expect(userErrorOf(withSet('model.vocab_size=1e12'))).toBe(
+      'config error at model.vocab_size: 1000000000000 is beyond 2^31 - 1 (token ids are int32) [--set model.vocab_size=1e12]',
+    );
+    expect(userErrorOf(withSet('model.vocab_size=2147483648'))).toMatch(/^config error at model\.vocab_size: 2147483648 is beyond 2\^31 - 1/);
+    expect(userErrorOf(withSet('model.d_model=2147483648'))).toMatch(/^config error at model\.d_model: 2147483648 is beyond 2\^31 - 1 \(tensor dimensions are int32\)/);
+    expect(userErrorOf(withSet('train.batch_size=1e10', 'train.tokens=1e15'))).toMatch(/^config error at train\.batch_size: 10000000000 is beyond 2\^31 - 1/);
+    expect(userErrorOf(withSet('eval.batch_size=1e10'))).toMatch(/^config error at eval\.batch_size: 10000000000 is beyond 2\^31 - 1/);
+    expect(userErrorOf(withSet('model.max_seq_len=1e9'))).toBe(
+      'config error at model.max_seq_len: 1000000000 positions are beyond the limit of 16777216 (2^24; see configs/base.yaml) [--set model.max_seq_len=1e9]',
+    );
+    expect(loadConfig(BASE_CONFIG_PATH, ['model.max_seq_len=16777216', 'model.qk_rope_head_dim=2', 'model.qk_nope_head_dim=2']).model.max_seq_len).toBe(16777216);
+    // Under the position cap, the tables (cos and sin of every position) must still fit this machine's memory.
+    expect(userErrorOf(withSet('model.max_seq_len=16777216', 'model.qk_rope_head_dim=65536'))).toMatch(
+      /^config error at model\.max_seq_len: RoPE tables of 16777216 positions x 65536 rotary features need about [\d.]+ TiB, more than this machine's memory \([\d.]+ GiB\) \[--set model\.max_seq_len=16777216\]$/,
+    );
+  });
+
+  test('user text in config errors is escaped: no raw control bytes reach the terminal', () => {
+    const raw = /[\x00-\x1f\x7f-\x9f]/;
+    const keyFile = write('esc-key.yaml', 'model:\n  "\\e[2Jd_model\\x9b": 4\n');
+    const k = userErrorOf(() => loadConfig(keyFile));
+    expect(k).toMatch(/^config error at model\.\\x1b\[2Jd_model\\x9b: unknown key/);
+    expect(k).not.toMatch(raw);
+    const valueFile = write('esc-value.yaml', 'name: "\\e]0;owned\\a\\x9b31m"\n');
+    const v = userErrorOf(() => loadConfig(valueFile));
+    expect(v).toMatch(/^config error at name: expected a run name/);
+    expect(v).not.toMatch(raw);
+    const listFile = write('esc-list.yaml', 'eval:\n  tasks: "\\x9b2J"\n');
+    expect(userErrorOf(() => loadConfig(listFile))).not.toMatch(raw);
+    const nameFile = write('esc-\x1b[31m-name.yaml', 'model: 3\n');
+    const n = userErrorOf(() => loadConfig(nameFile));
+    expect(n).toMatch(/esc-\\x1b\[31m-name\.yaml:1\]$/);
+    expect(n).not.toMatch(raw);
+    expect(userErrorOf(() => loadConfig(path.join(tmp, 'missing-\x07\x9b.yaml')))).not.toMatch(raw);
+    const extendsFile = write('esc-extends.yaml', 'extends: "\\e[31mnowhere.yaml"\n');
+    const e = userErrorOf(() => loadConfig(extendsFile));
+    expect(e).toMatch(/cannot read \\x1b\[31mnowhere\.yaml/);
+    expect(e).not.toMatch(raw);
+    expect(userErrorOf(withSet('name=\x1b[31mred\x9b'))).not.toMatch(raw);
+    expect(userErrorOf(withSet('model.variant=\x9bqk-norm'))).not.toMatch(raw);
+    expect(userErrorOf(() => resolveConfigObject({ ['\x1b[1mx']: 1 }, [], 'arm \x1b'))).not.toMatch(raw);
+    expect(userErrorOf(() => resolveConfigObject({ extends: 'x' }, [], 'arm \x1b'))).not.toMatch(raw);
+    expect(userErrorOf(() => setConfigValue({ s: '\x1b' }, 's.\x1b', 1))).not.toMatch(raw);
   });
 
   test('errors from files name the file and the line of the key', () => {

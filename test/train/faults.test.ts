@@ -165,3 +165,20 @@ test('file-system failures become one line naming the file', () => {
   expect(systemErrorLine(eacces)).toBe('runs/x: permission denied (mkdir)');
   expect(systemErrorLine(new Error('plain'))).toBeNull();
 });
+
+test('two processes on one run folder: a live lock refuses the second, a dead one is taken over', () => {
+  const dir = tmp();
+  const runDir = path.join(dir, 'locked');
+  fs.mkdirSync(runDir);
+  fs.writeFileSync(path.join(runDir, 'config.resolved.yaml'), 'name: x\n');
+  // A live process other than this one: the parent of the test runner's worker.
+  fs.writeFileSync(path.join(runDir, 'run.lock'), `${process.ppid}\n`);
+  expect(() => claimRunFolder(runDir, { resume: true, force: false })).toThrow(`run is locked by running process ${process.ppid}`);
+  // A pid that cannot be alive (above the kernel's pid range).
+  fs.writeFileSync(path.join(runDir, 'run.lock'), '4194305\n');
+  const claim = claimRunFolder(runDir, { resume: true, force: false });
+  expect(fs.readFileSync(path.join(runDir, 'run.lock'), 'utf8').trim()).toBe(String(process.pid));
+  claim.release();
+  expect(fs.existsSync(path.join(runDir, 'run.lock'))).toBe(false);
+  fs.rmSync(dir, { recursive: true, force: true });
+});
