@@ -1,7 +1,8 @@
 /**
  * What the decode benchmark attends over: one attention layer with random weights, a random but valid token
  * history (the "logical content": each token's latent c and un-rotated shared key kp), the three caches built
- * from that same content, and an independent float64 reference of the attention output for the new token.
+ * from that same content with the decode path's append-time math, and the float64 reference's attention output
+ * (src/model/reference.ts) for the new token.
  */
 import * as tf from '@tensorflow/tfjs';
 import { Rng } from '../data/rng';
@@ -13,9 +14,18 @@ import {
   prepareDecodeLayer,
   type DecodeLayer,
   type FixedCache,
-} from '../model/decode-step';
+} from '../model/decode';
+import type { RopeTables } from '../model/layers';
 import { disposeParams, layerPrefix, paramInfos, type Params } from '../model/params';
-import { attentionScale, type CacheKind, type ModelSpec } from '../model/spec';
+import {
+  referenceAttentionOutput,
+  referenceKeys,
+  referenceNormRotate,
+  referenceProjections,
+  referenceScores,
+  type RefWeights,
+} from '../model/reference';
+import type { CacheKind, ModelSpec } from '../model/spec';
 
 export const ATTENTION_PREFIX = `${layerPrefix(0)}self_attn.`;
 
@@ -143,10 +153,11 @@ export async function drawContent(l: BenchLayer, S: number, seed: number): Promi
 // ---------------------------------------------------------------------------------------------------------------
 // Caches: filled block by block on the host, then uploaded once, so the timed step sees one tensor per sequence.
 
-function blockTensors(content: LatentContent, s: ModelSpec, b: number, start: number, n: number): { c: tf.Tensor2D; kp: tf.Tensor2D } {
+/** Tokens start..start+n-1 of sequence b as a one-sequence block: c [1, n, dc], kp [1, n, dr]. */
+function blockTensors(content: LatentContent, s: ModelSpec, b: number, start: number, n: number): { c: tf.Tensor3D; kp: tf.Tensor3D } {
   return {
-    c: tf.tensor2d(content.c[b].subarray(start * s.dc, (start + n) * s.dc), [n, s.dc]),
-    kp: tf.tensor2d(content.kp[b].subarray(start * s.dr, (start + n) * s.dr), [n, s.dr]),
+    c: tf.tensor3d(content.c[b].subarray(start * s.dc, (start + n) * s.dc), [1, n, s.dc]),
+    kp: tf.tensor3d(content.kp[b].subarray(start * s.dr, (start + n) * s.dr), [1, n, s.dr]),
   };
 }
 
@@ -160,10 +171,10 @@ export function latentTensors(content: LatentContent, s: ModelSpec): tf.Tensor2D
 }
 
 /**
- * Build one cache kind from the content with the append-time math of src/model/decode-step.ts. The cache holds
+ * Build one cache kind from the content with the append-time math of src/model/decode.ts. The cache holds
  * `latent` (from `latentTensors`) by reference; the caller disposes it.
  */
-export async function buildFixedCache(kind: CacheKind, l: BenchLayer, content: LatentContent, latent: tf.Tensor2D[]): Promise<FixedCache> {
+export async function buildFixedCache(kind: CacheKind, l: BenchLayer, content: LatentContent, latent: tf.Tensor2D[], rope: RopeTables): Promise<FixedCache> {
   const layer = layerFor(l, kind);
   const s = l.spec;
   const S = content.S;
@@ -177,13 +188,13 @@ export async function buildFixedCache(kind: CacheKind, l: BenchLayer, content: L
         const n = Math.min(FILL_BLOCK, S - start);
         const block = await read(() => {
           const { c, kp } = blockTensors(content, s, b, start, n);
-          return fullKeyCacheRows(layer, c, kp, start); // [H, n, dk]
+          return fullKeyCacheRows(layer, c, kp, start, rope); // [1, H, n, dk]
         });
         for (let h = 0; h < s.H; h++) host[h].set(block.subarray(h * n * dk, (h + 1) * n * dk), start * dk);
       }
       keys.push(host.map((k) => tf.tensor2d(k, [S, dk])));
     }
-    return { kind, keys, latent };
+    return { kind, keys, c: latent };
   }
   const kpr: tf.Tensor2D[] = [];
   const rk: tf.Tensor2D[] = [];
@@ -194,11 +205,11 @@ export async function buildFixedCache(kind: CacheKind, l: BenchLayer, content: L
       const n = Math.min(FILL_BLOCK, S - start);
       const stored = tf.tidy(() => {
         const block = blockTensors(content, s, b, start, n);
-        return latentCacheRows(kind, layer, block.c, block.kp, start);
+        return latentCacheRows(kind, layer, block.c, block.kp, start, rope); // [1, n, dr], [1, n, G]
       });
       kprHost.set(await stored.kpr.data(), start * s.dr);
       if (rkHost) rkHost.set(await stored.rk!.data(), start * s.G);
-      tf.dispose([stored.kpr, stored.rk].filter((t): t is tf.Tensor2D => t !== undefined));
+      tf.dispose([stored.kpr, stored.rk].filter((t): t is tf.Tensor3D => t !== undefined));
     }
     kpr.push(tf.tensor2d(kprHost, [S, s.dr]));
     if (rkHost) rk.push(tf.tensor2d(rkHost, [S, s.G]));
@@ -207,61 +218,12 @@ export async function buildFixedCache(kind: CacheKind, l: BenchLayer, content: L
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// Independent reference: the training form's explicit keys (§1, §3), evaluated per token in float64 on the host.
-// Only the content keys kn_h = W_UK^h c of each block come from a float32 matrix product (1e-7 relative).
+// The float64 reference (src/model/reference.ts: explicit per-head keys, §1 and §3), token by token over the drawn
+// history. Only the content keys kn_h = W_UK^h c of each block come from a float32 matrix product (1e-7 relative):
+// in float64 on the host they would cost H*dn*dc multiply-adds per token, minutes at 256k.
 
-type Vec = Float64Array;
-
-async function host(t: tf.Tensor): Promise<Vec> {
+async function host(t: tf.Tensor): Promise<Float64Array> {
   return Float64Array.from(await t.data());
-}
-
-function matVec(w: Vec, rows: number, cols: number, x: ArrayLike<number>): Vec {
-  const y = new Float64Array(rows);
-  for (let r = 0; r < rows; r++) {
-    let acc = 0;
-    for (let c = 0; c < cols; c++) acc += w[r * cols + c] * x[c];
-    y[r] = acc;
-  }
-  return y;
-}
-
-/** cos and sin of RoPE's angles at position t for pairs i = 0..dr/2-1 (frequency theta^(-2i/dr)). */
-function ropeAngles(t: number, dr: number, theta: number): { cos: Vec; sin: Vec } {
-  const cos = new Float64Array(dr / 2);
-  const sin = new Float64Array(dr / 2);
-  for (let i = 0; i < dr / 2; i++) {
-    const a = t * Math.pow(theta, (-2 * i) / dr);
-    cos[i] = Math.cos(a);
-    sin[i] = Math.sin(a);
-  }
-  return { cos, sin };
-}
-
-/** Rotate the adjacent pairs of z[off .. off+dr) in place. */
-function rotateInPlace(z: Vec, off: number, angles: { cos: Vec; sin: Vec }): void {
-  for (let i = 0; i < angles.cos.length; i++) {
-    const x0 = z[off + 2 * i];
-    const x1 = z[off + 2 * i + 1];
-    z[off + 2 * i] = x0 * angles.cos[i] - x1 * angles.sin[i];
-    z[off + 2 * i + 1] = x0 * angles.sin[i] + x1 * angles.cos[i];
-  }
-}
-
-/**
- * Normalise per-head rows z [H*(dn+dr)] group by group (§3): over whole heads for scope full, over the content
- * slices only for scope nope; then multiply by the norm weight g. In place.
- */
-function qkNormInPlace(z: Vec, s: ModelSpec, g: Vec): void {
-  const dk = s.dn + s.dr;
-  const hpg = s.H / s.G;
-  const width = s.scope === 'full' ? dk : s.dn;
-  for (let grp = 0; grp < s.G; grp++) {
-    let sumSq = 0;
-    for (let h = grp * hpg; h < (grp + 1) * hpg; h++) for (let i = 0; i < width; i++) sumSq += z[h * dk + i] ** 2;
-    const inv = 1 / Math.sqrt(sumSq / (hpg * width) + s.qkEps);
-    for (let h = grp * hpg; h < (grp + 1) * hpg; h++) for (let i = 0; i < width; i++) z[h * dk + i] *= inv * g[i];
-  }
 }
 
 export type ReferenceVariant = 'plain' | 'qk-norm';
@@ -271,101 +233,51 @@ export function referenceVariantOf(kind: CacheKind): ReferenceVariant {
 }
 
 /** The attention output [B*d] for the new token (position S-1) of every sequence, per variant, in float64. */
-export async function referenceOutputs(l: BenchLayer, content: LatentContent, variants: ReferenceVariant[]): Promise<Map<ReferenceVariant, Vec>> {
+export async function referenceOutputs(l: BenchLayer, content: LatentContent, variants: ReferenceVariant[]): Promise<Map<ReferenceVariant, Float64Array>> {
   const s = l.spec;
-  const P = l.params;
-  const pre = ATTENTION_PREFIX;
+  const a = ATTENTION_PREFIX;
   const B = content.c.length;
   const S = content.S;
-  const dk = s.dn + s.dr;
-  const scale = attentionScale(s);
+  const specOf = (v: ReferenceVariant): ModelSpec => (v === 'plain' ? { ...s, variant: 'baseline' } : s);
+  const W: RefWeights = {};
+  for (const [name, t] of Object.entries(l.params)) W[name] = await host(t);
   const xs = await host(l.x);
-  const wkvb = await host(P[`${pre}kv_b_proj.weight`]); // [H*(dn+dv), dc], per-head blocks [W_UK^h ; W_UV^h]
-  const wo = await host(P[`${pre}o_proj.weight`]); // [d, H*dv]
-  const gq = await host(P[`${pre}q_norm.weight`]);
-  const gk = await host(P[`${pre}k_norm.weight`]);
 
   // W_UK^T [dc, H*dn] for the block products, assembled from the checkpoint layout by index.
+  const wkvb = W[`${a}kv_b_proj.weight`]; // [H*(dn+dv), dc], per-head blocks [W_UK^h ; W_UV^h]
   const ukT = new Float32Array(s.dc * s.H * s.dn);
   for (let h = 0; h < s.H; h++)
     for (let i = 0; i < s.dn; i++) for (let k = 0; k < s.dc; k++) ukT[k * s.H * s.dn + h * s.dn + i] = wkvb[(h * (s.dn + s.dv) + i) * s.dc + k];
   const ukTensor = tf.tensor2d(ukT, [s.dc, s.H * s.dn]);
 
-  const outputs = new Map<ReferenceVariant, Vec>(variants.map((v) => [v, new Float64Array(B * s.d)]));
+  const outputs = new Map<ReferenceVariant, Float64Array>(variants.map((v) => [v, new Float64Array(B * s.d)]));
   try {
     for (let b = 0; b < B; b++) {
-      const x = xs.subarray(b * s.d, (b + 1) * s.d);
-      let q: Vec;
-      if (s.dq > 0) {
-        const qa = matVec(await host(P[`${pre}q_a_proj.weight`]), s.dq, s.d, x);
-        let sumSq = 0;
-        for (const v of qa) sumSq += v * v;
-        const inv = 1 / Math.sqrt(sumSq / s.dq + s.normEps);
-        const w = await host(P[`${pre}q_a_layernorm.weight`]);
-        q = matVec(await host(P[`${pre}q_b_proj.weight`]), s.H * dk, s.dq, qa.map((v, i) => v * inv * w[i]));
-      } else {
-        q = matVec(await host(P[`${pre}q_proj.weight`]), s.H * dk, s.d, x);
-      }
-      const queries = new Map<ReferenceVariant, Vec>();
-      const queryAngles = ropeAngles(S - 1, s.dr, s.ropeTheta);
-      for (const v of variants) {
-        const qv = q.slice();
-        if (v === 'qk-norm') qkNormInPlace(qv, s, gq);
-        for (let h = 0; h < s.H; h++) rotateInPlace(qv, h * dk + s.dn, queryAngles);
-        queries.set(v, qv);
-      }
-
-      // Scores of every head against every cached token, from explicit keys.
-      const scores = new Map<ReferenceVariant, Vec>(variants.map((v) => [v, new Float64Array(s.H * S)]));
-      const key = new Float64Array(s.H * dk);
+      const { q } = referenceProjections(W, a, s, xs.subarray(b * s.d, (b + 1) * s.d));
+      const queries = new Map(
+        variants.map((v) => {
+          const rows = q.map((r) => r.slice());
+          referenceNormRotate(rows, W, a, specOf(v), 'q', S - 1);
+          return [v, rows];
+        }),
+      );
+      const scores = new Map(variants.map((v) => [v, Array.from({ length: s.H }, () => new Float64Array(S))]));
       for (let start = 0; start < S; start += FILL_BLOCK) {
         const n = Math.min(FILL_BLOCK, S - start);
-        const kn = await read(() => tf.matMul(tf.tensor2d(content.c[b].subarray(start * s.dc, (start + n) * s.dc), [n, s.dc]), ukTensor));
+        const kn = await read(() => tf.matMul(tf.tensor2d(content.c[b].subarray(start * s.dc, (start + n) * s.dc), [n, s.dc]), ukTensor)); // [n, H*dn]
         for (let t = 0; t < n; t++) {
           const j = start + t;
-          const angles = ropeAngles(j, s.dr, s.ropeTheta);
           for (const v of variants) {
-            for (let h = 0; h < s.H; h++) {
-              for (let i = 0; i < s.dn; i++) key[h * dk + i] = kn[t * s.H * s.dn + h * s.dn + i];
-              for (let i = 0; i < s.dr; i++) key[h * dk + s.dn + i] = content.kp[b][j * s.dr + i];
-            }
-            if (v === 'qk-norm') qkNormInPlace(key, s, gk);
-            const qv = queries.get(v)!;
+            const keys = referenceKeys(s, kn.subarray(t * s.H * s.dn, (t + 1) * s.H * s.dn), content.kp[b].subarray(j * s.dr, (j + 1) * s.dr));
+            referenceNormRotate(keys, W, a, specOf(v), 'k', j);
             const out = scores.get(v)!;
-            for (let h = 0; h < s.H; h++) {
-              rotateInPlace(key, h * dk + s.dn, angles);
-              let dot = 0;
-              for (let i = 0; i < dk; i++) dot += qv[h * dk + i] * key[h * dk + i];
-              out[h * S + j] = scale * dot;
-            }
+            referenceScores(s, queries.get(v)!, keys).forEach((score, h) => (out[h][j] = score));
           }
         }
       }
-
-      // Softmax, values through the latent, W_UV and W_O.
       const c = content.c[b];
       for (const v of variants) {
-        const sc = scores.get(v)!;
-        const u = new Float64Array(s.H * s.dc);
-        for (let h = 0; h < s.H; h++) {
-          let max = -Infinity;
-          for (let j = 0; j < S; j++) max = Math.max(max, sc[h * S + j]);
-          let z = 0;
-          for (let j = 0; j < S; j++) z += Math.exp(sc[h * S + j] - max);
-          for (let j = 0; j < S; j++) {
-            const p = Math.exp(sc[h * S + j] - max) / z;
-            for (let k = 0; k < s.dc; k++) u[h * s.dc + k] += p * c[j * s.dc + k];
-          }
-        }
-        const o = new Float64Array(s.H * s.dv);
-        for (let h = 0; h < s.H; h++)
-          for (let i = 0; i < s.dv; i++) {
-            let acc = 0;
-            const row = (h * (s.dn + s.dv) + s.dn + i) * s.dc;
-            for (let k = 0; k < s.dc; k++) acc += wkvb[row + k] * u[h * s.dc + k];
-            o[h * s.dv + i] = acc;
-          }
-        outputs.get(v)!.set(matVec(wo, s.d, s.H * s.dv, o), b * s.d);
+        outputs.get(v)!.set(referenceAttentionOutput(W, a, specOf(v), scores.get(v)!, (j) => c.subarray(j * s.dc, (j + 1) * s.dc)), b * s.d);
       }
     }
   } finally {

@@ -10,7 +10,8 @@ import * as os from 'os';
 import { performance } from 'perf_hooks';
 import * as tf from '@tensorflow/tfjs';
 import { UserError } from '../errors';
-import { absorbedDecodeStep, fixedCacheTensors, type FixedCache } from '../model/decode-step';
+import { absorbedDecodeStep, fixedCacheTensors, type FixedCache } from '../model/decode';
+import { RopeTables } from '../model/layers';
 import { maxRelativeError } from '../model/reference';
 import { CACHE_KINDS, cacheNumbersPerToken, type CacheKind, type ModelSpec } from '../model/spec';
 import { paramInfos } from '../model/params';
@@ -128,7 +129,7 @@ export interface MemoryEstimate {
   caches: Partial<Record<CacheKind, number>>;
   /** Score tensors of a step, fill temporaries and weights, in the backend. */
   work: number;
-  /** Host arrays: the token history, one cache's staging copy, the reference's scores. */
+  /** Host arrays: the token history, one cache's staging copy, the reference's scores, the RoPE tables. */
   host: number;
   /** What lives in the backend's memory (the wasm heap for wasm). */
   backend: number;
@@ -152,7 +153,8 @@ export function estimateMemory(dims: ModelSpec, S: number, B: number, caches: Ca
   const fill = 8 * FILL_BLOCK * dims.H * dk;
   est.work = (weights + scores + fill) * BYTES_PER_NUMBER;
   const staging = Math.max(0, ...caches.map((k) => beyondLatent[k])) * B * S;
-  est.host = (B * S * (dims.dc + dims.dr) + staging) * BYTES_PER_NUMBER + 2 * dims.H * S * 8;
+  const rope = 2 * S * dims.dr; // cos and sin of every position (RopeTables keeps them on the host)
+  est.host = (B * S * (dims.dc + dims.dr) + staging + rope) * BYTES_PER_NUMBER + 2 * dims.H * S * 8;
   est.backend = est.latent + Object.values(est.caches).reduce((a, b) => a + (b ?? 0), 0) + est.work;
   est.total = est.backend + est.host;
   return est;
@@ -268,10 +270,15 @@ function median(xs: number[]): number {
   return quantile(xs, 0.5);
 }
 
-async function timeStep(l: BenchLayer, kind: CacheKind, cache: FixedCache): Promise<{ wall: number; cpu: number }> {
+/** One new token per sequence: the step `generate` runs, against the fixed-size cache. Returns [B, 1, d]. */
+function step(l: BenchLayer, kind: CacheKind, cache: FixedCache, rope: RopeTables): tf.Tensor {
+  return tf.tidy(() => absorbedDecodeStep(layerFor(l, kind), l.x.reshape([l.x.shape[0], 1, l.spec.d]) as tf.Tensor3D, cache, rope));
+}
+
+async function timeStep(l: BenchLayer, kind: CacheKind, cache: FixedCache, rope: RopeTables): Promise<{ wall: number; cpu: number }> {
   const cpu0 = process.cpuUsage();
   const t0 = performance.now();
-  const out = tf.tidy(() => absorbedDecodeStep(layerFor(l, kind), l.x, cache));
+  const out = step(l, kind, cache, rope);
   await out.data(); // the step is done when its output can be read (asynchronous backends queue work)
   const wall = performance.now() - t0;
   const cpu = process.cpuUsage(cpu0);
@@ -282,12 +289,12 @@ async function timeStep(l: BenchLayer, kind: CacheKind, cache: FixedCache): Prom
 type Timings = Map<CacheKind, { wall: number[]; cpu: number[] }>;
 
 /** Fill every cache from the same history (sharing its latent tensors); returns them with their fill times. */
-async function fillCaches(layer: BenchLayer, content: LatentContent, latent: tf.Tensor2D[], opts: DecodeBenchOptions, log: (l: string) => void) {
+async function fillCaches(layer: BenchLayer, content: LatentContent, latent: tf.Tensor2D[], rope: RopeTables, opts: DecodeBenchOptions, log: (l: string) => void) {
   const caches = new Map<CacheKind, FixedCache>();
   const prefillMs = new Map<CacheKind, number>();
   for (const kind of opts.caches) {
     const t0 = performance.now();
-    const cache = await buildFixedCache(kind, layer, content, latent);
+    const cache = await buildFixedCache(kind, layer, content, latent, rope);
     prefillMs.set(kind, performance.now() - t0);
     caches.set(kind, cache);
     opts.tamper?.(kind, cache);
@@ -297,10 +304,10 @@ async function fillCaches(layer: BenchLayer, content: LatentContent, latent: tf.
 }
 
 /** Every cache's step must give its variant's reference output; returns each relative error. */
-async function checkCaches(layer: BenchLayer, caches: Map<CacheKind, FixedCache>, reference: Map<ReferenceVariant, Float64Array>, tolerance: number, label: string) {
+async function checkCaches(layer: BenchLayer, caches: Map<CacheKind, FixedCache>, rope: RopeTables, reference: Map<ReferenceVariant, Float64Array>, tolerance: number, label: string) {
   const errors = new Map<CacheKind, number>();
   for (const [kind, cache] of caches) {
-    const got = tf.tidy(() => absorbedDecodeStep(layerFor(layer, kind), layer.x, cache));
+    const got = step(layer, kind, cache, rope);
     const err = maxRelativeError(await got.data(), reference.get(referenceVariantOf(kind))!);
     got.dispose();
     errors.set(kind, err);
@@ -314,15 +321,15 @@ async function checkCaches(layer: BenchLayer, caches: Map<CacheKind, FixedCache>
 }
 
 /** Warm-up, then `repeats` rounds of one step per cache, round-robin with a rotating start. */
-async function timeInterleaved(layer: BenchLayer, caches: Map<CacheKind, FixedCache>, repeats: number, warmup: number): Promise<Timings> {
+async function timeInterleaved(layer: BenchLayer, caches: Map<CacheKind, FixedCache>, rope: RopeTables, repeats: number, warmup: number): Promise<Timings> {
   const kinds = [...caches.keys()];
-  for (let w = 0; w < warmup; w++) for (const kind of kinds) await timeStep(layer, kind, caches.get(kind)!);
+  for (let w = 0; w < warmup; w++) for (const kind of kinds) await timeStep(layer, kind, caches.get(kind)!, rope);
   const timings: Timings = new Map(kinds.map((k) => [k, { wall: [], cpu: [] }]));
   for (let r = 0; r < repeats; r++) {
     // No kind always runs first, or always right after the slowest one.
     for (let i = 0; i < kinds.length; i++) {
       const kind = kinds[(i + r) % kinds.length];
-      const t = await timeStep(layer, kind, caches.get(kind)!);
+      const t = await timeStep(layer, kind, caches.get(kind)!, rope);
       timings.get(kind)!.wall.push(t.wall);
       timings.get(kind)!.cpu.push(t.cpu);
     }
@@ -387,14 +394,15 @@ export async function runDecodeBench(opts: DecodeBenchOptions): Promise<DecodeBe
       log(`drawing ${S} tokens x ${opts.batch} sequence(s)`);
       const content = await drawContent(layer, S, opts.seed);
       const latent = latentTensors(content, dims);
-      const { caches, prefillMs } = await fillCaches(layer, content, latent, opts, log);
+      const rope = new RopeTables(dims.dr, S, dims.ropeTheta);
+      const { caches, prefillMs } = await fillCaches(layer, content, latent, rope, opts, log);
       try {
         const t0 = performance.now();
         const reference = await referenceOutputs(layer, content, [...new Set(opts.caches.map(referenceVariantOf))]);
         log(`float64 reference in ${((performance.now() - t0) / 1000).toFixed(2)} s`);
-        const errors = await checkCaches(layer, caches, reference, tolerance, label);
+        const errors = await checkCaches(layer, caches, rope, reference, tolerance, label);
         log(`outputs agree (${[...errors].map(([k, e]) => `${k} ${e.toExponential(1)}`).join(', ')}); timing`);
-        const timings = await timeInterleaved(layer, caches, opts.repeats, opts.warmup);
+        const timings = await timeInterleaved(layer, caches, rope, opts.repeats, opts.warmup);
         const summary = summarise(S, opts.batch, dims, timings, prefillMs, errors);
         rows.push(...summary.rows);
         if (summary.ratio) ratios.push(summary.ratio);
@@ -402,6 +410,7 @@ export async function runDecodeBench(opts: DecodeBenchOptions): Promise<DecodeBe
       } finally {
         // Shared latent tensors appear in several caches: dispose each tensor once.
         tf.dispose([...new Set([...latent, ...[...caches.values()].flatMap(fixedCacheTensors)])]);
+        rope.dispose();
       }
     }
   } finally {

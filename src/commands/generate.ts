@@ -33,9 +33,9 @@ export default class Generate extends MlactlCommand<GenerateCommandResult> {
   static override description = "Sample text from a trained model, decoding through the cache that matches its variant (latent+invrms for qk-norm)";
 
   static override examples = [
-    '<%= config.bin %> generate --run runs/demo --prompt "The jury said"',
-    '<%= config.bin %> generate --run runs/demo --prompt "It was" --temperature 0.8 --top-p 0.95 --seed 1 --max-tokens 200',
-    '<%= config.bin %> generate --run runs/demo --prompt "It was" --temperature 0 --cache full-key --json',
+    '<%= config.bin %> generate --run runs/demo/qk-norm --prompt "The jury said"',
+    '<%= config.bin %> generate --run runs/demo/qk-norm --prompt "It was" --temperature 0.8 --top-p 0.95 --seed 1 --max-tokens 200',
+    '<%= config.bin %> generate --run runs/demo/qk-norm --prompt "It was" --temperature 0 --cache full-key --json',
   ];
 
   static override flags = {

@@ -14,7 +14,7 @@ export default class Verify extends MlactlCommand<VerifyCommandResult> {
 
   static override examples = [
     '<%= config.bin %> verify --config configs/models/tiny.yaml --set model.variant=qk-norm',
-    '<%= config.bin %> verify --run runs/demo --backend wasm --json',
+    '<%= config.bin %> verify --run runs/demo/qk-norm --backend wasm --json',
   ];
 
   static override flags = {

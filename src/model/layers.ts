@@ -69,77 +69,92 @@ export function swiglu(x: tf.Tensor, gate: tf.Tensor, up: tf.Tensor, down: tf.Te
  * RoPE on adjacent pairs (2i, 2i+1) of the positional slice, frequency theta^(-2i/dr):
  *   rot(x) = x ⊙ cos + swap(x) ⊙ sin,   swap(x)_{2i} = -x_{2i+1},  swap(x)_{2i+1} = x_{2i}
  * with cos/sin repeated over each pair. `swap` is a product with a fixed signed permutation, which keeps the
- * whole rotation free of splits and stacks (slow on the CPU backends, and each adds a pass in the backward).
- * Tables are computed in float64 and rounded once, so long positions do not accumulate float32 error.
+ * whole rotation free of splits and stacks: the CPU backends copy a split along a last axis of size 2 one number
+ * at a time (about 0.25 us each on wasm), and each split or stack adds a pass in the backward.
+ * Tables are computed in float64 and rounded once, so long positions do not accumulate float32 error. They stay
+ * on the host and each call uploads the rows it needs: slicing a backend table costs a copy of the whole table on
+ * wasm (its Slice reads the source back), 8 MB per decode step at 16k positions.
+ * The one RoPE of the model: training, prefill and decode all rotate through it.
  */
 export class RopeTables {
-  readonly cos: tf.Tensor2D; // [maxLen, dr], each pair's value repeated
-  readonly sin: tf.Tensor2D; // [maxLen, dr]
-  private readonly widened = new Map<number, { cos: tf.Tensor2D; sin: tf.Tensor2D; swap: tf.Tensor2D }>();
+  private readonly widened = new Map<number, { cos: Float32Array; sin: Float32Array; swap: tf.Tensor2D }>();
 
   /** `contentWidths`: the content widths rotateTail will see, built up front so no table appears mid-run. */
   constructor(readonly dr: number, readonly maxLen: number, readonly theta: number, contentWidths: number[] = [0]) {
-    const c = new Float32Array(maxLen * dr);
-    const s = new Float32Array(maxLen * dr);
-    for (let t = 0; t < maxLen; t++) {
-      for (let i = 0; i < dr / 2; i++) {
-        const angle = t * Math.pow(theta, (-2 * i) / dr);
-        c[t * dr + 2 * i] = c[t * dr + 2 * i + 1] = Math.cos(angle);
-        s[t * dr + 2 * i] = s[t * dr + 2 * i + 1] = Math.sin(angle);
-      }
-    }
-    this.cos = tf.keep(tf.tensor2d(c, [maxLen, dr]));
-    this.sin = tf.keep(tf.tensor2d(s, [maxLen, dr]));
     for (const w of contentWidths) this.tables(w);
   }
 
   /**
-   * Tables for rows [content (skip) ; positional (dr)]: cos = 1 and sin = 0 on the first `skip` features, so the
-   * rotation leaves them exactly unchanged. Built once per width and kept.
+   * Tables [maxLen, skip+dr] for rows [content (skip) ; positional (dr)]: cos = 1 and sin = 0 on the first `skip`
+   * features, so the rotation leaves them exactly unchanged. Built once per width and kept.
    */
-  private tables(skip: number): { cos: tf.Tensor2D; sin: tf.Tensor2D; swap: tf.Tensor2D } {
+  private tables(skip: number): { cos: Float32Array; sin: Float32Array; swap: tf.Tensor2D } {
     let t = this.widened.get(skip);
     if (!t) {
-      const w = skip + this.dr;
+      const { dr, maxLen } = this;
+      const w = skip + dr;
+      const cos = new Float32Array(maxLen * w);
+      const sin = new Float32Array(maxLen * w);
+      for (let p = 0; p < maxLen; p++) {
+        cos.fill(1, p * w, p * w + skip);
+        for (let i = 0; i < dr / 2; i++) {
+          const angle = p * Math.pow(this.theta, (-2 * i) / dr);
+          cos[p * w + skip + 2 * i] = cos[p * w + skip + 2 * i + 1] = Math.cos(angle);
+          sin[p * w + skip + 2 * i] = sin[p * w + skip + 2 * i + 1] = Math.sin(angle);
+        }
+      }
       const swap = new Float32Array(w * w); // row = input feature, column = output feature
       for (let i = skip; i < w; i += 2) {
         swap[(i + 1) * w + i] = -1; // out_{2i} = -x_{2i+1}
         swap[i * w + i + 1] = 1; // out_{2i+1} = x_{2i}
       }
-      t = tf.tidy(() => ({
-        cos: tf.keep(tf.concat([tf.ones([this.maxLen, skip]), this.cos], 1) as tf.Tensor2D),
-        sin: tf.keep(tf.concat([tf.zeros([this.maxLen, skip]), this.sin], 1) as tf.Tensor2D),
-        swap: tf.keep(tf.tensor2d(swap, [w, w])),
-      }));
+      t = { cos, sin, swap: tf.keep(tf.tensor2d(swap, [w, w])) };
       this.widened.set(skip, t);
     }
     return t;
   }
 
   /** Rotate the last `dr` features of x [..., n, skip+dr] whose rows sit at positions start..start+n-1. */
-  rotateTail(x: tf.Tensor, start: number, skip: number): tf.Tensor {
+  rotateTail(x: tf.Tensor, start: number, skip: number, weight?: RopeWeight): tf.Tensor {
     const n = x.shape[x.shape.length - 2];
     const w = x.shape[x.shape.length - 1];
     if (w !== skip + this.dr) throw new Error(`RoPE: rows of width ${w}, expected ${skip} + ${this.dr}`);
     if (start + n > this.maxLen) throw new Error(`RoPE: position ${start + n - 1} beyond max_seq_len ${this.maxLen}`);
+    if (weight && skip !== 0) throw new Error('RoPE: a folded weight covers the positional features only (skip 0)');
     const t = this.tables(skip);
-    const cos = t.cos.slice([start, 0], [n, w]);
-    const sin = t.sin.slice([start, 0], [n, w]);
+    let cos: tf.Tensor = tf.tensor2d(t.cos.subarray(start * w, (start + n) * w), [n, w]);
+    let sin: tf.Tensor = tf.tensor2d(t.sin.subarray(start * w, (start + n) * w), [n, w]);
+    if (weight) {
+      // rot(x ⊙ g) = x ⊙ (g ⊙ cos) + swap(x) ⊙ (g' ⊙ sin), g' = g with each pair's members exchanged: the weight
+      // costs two [n, dr] products instead of a pass over x.
+      cos = tf.mul(cos, weight.w);
+      sin = tf.mul(sin, weight.swapped);
+    }
     const swapped = matmul(x.reshape([-1, w]), t.swap).reshape(x.shape);
     return tf.add(tf.mul(x, cos), tf.mul(swapped, sin));
   }
 
-  /** Rotate x [..., n, dr] whose rows sit at positions start..start+n-1. */
-  apply(x: tf.Tensor, start: number): tf.Tensor {
-    return this.rotateTail(x, start, 0);
+  /** Rotate x [..., n, dr] whose rows sit at positions start..start+n-1, after multiplying by `weight` if given. */
+  apply(x: tf.Tensor, start: number, weight?: RopeWeight): tf.Tensor {
+    return this.rotateTail(x, start, 0, weight);
   }
 
   dispose(): void {
-    this.cos.dispose();
-    this.sin.dispose();
-    for (const t of this.widened.values()) tf.dispose([t.cos, t.sin, t.swap]);
+    for (const t of this.widened.values()) t.swap.dispose();
     this.widened.clear();
   }
+}
+
+/** An elementwise weight g [dr] applied before RoPE, and g with the members of each pair exchanged. */
+export interface RopeWeight {
+  w: tf.Tensor1D;
+  swapped: tf.Tensor1D;
+}
+
+/** The RopeWeight of g [dr]; the caller owns (keeps, disposes) both tensors. */
+export function ropeWeight(g: tf.Tensor1D): RopeWeight {
+  const dr = g.shape[0];
+  return { w: g, swapped: tf.reverse(g.reshape([dr / 2, 2]), 1).reshape([dr]) as tf.Tensor1D };
 }
 
 /** Additive causal mask [n, S] for n new queries at positions S-n..S-1 over S keys: 0 allowed, -1e9 masked. */

@@ -1,5 +1,16 @@
 import * as tf from '@tensorflow/tfjs';
-import { attentionDecode, attentionTrainingForm, type LayerCacheState } from './attention';
+import { attentionTrainingForm } from './attention';
+import {
+  absorbedDecodeStep,
+  appendTokens,
+  disposeDecodeLayer,
+  disposeFixedCache,
+  fixedCacheShapes,
+  fixedCacheTensors,
+  prepareDecodeLayer,
+  type DecodeLayer,
+  type FixedCache,
+} from './decode';
 import { linear, rmsNorm, RopeTables, swiglu } from './layers';
 import { headWeight, layerPrefix, type Params } from './params';
 import type { CacheKind, ModelSpec } from './spec';
@@ -52,15 +63,18 @@ export function forwardHidden(P: Params, s: ModelSpec, rope: RopeTables, tokens:
 
 /**
  * An incremental decoder over one cache kind: `feed` takes n new tokens per sequence (a prefill when n > 1, a
- * decode step when n = 1) and returns their logits. It owns its cache tensors; call `dispose()` when done.
+ * decode step when n = 1) and returns their logits. Each layer appends the tokens' cache rows, then attends with
+ * the absorbed step of decode.ts. It owns its cache tensors and folded weights; call `dispose()` when done.
  */
 export class IncrementalDecoder {
-  private layers: LayerCacheState[];
+  /** Folded on the first feed, from the parameters as they are then. */
+  private layers?: DecodeLayer[];
+  private caches: (FixedCache | undefined)[];
   private position = 0;
 
   constructor(private P: Params, readonly spec: ModelSpec, private rope: RopeTables, readonly kind: CacheKind) {
     if (!cachesFor(spec).includes(kind)) throw new Error(`cache ${kind} does not serve the ${spec.variant} variant (use ${cachesFor(spec).join(' or ')})`);
-    this.layers = Array.from({ length: spec.L }, () => ({}));
+    this.caches = Array.from({ length: spec.L }, () => undefined);
   }
 
   get length(): number {
@@ -70,40 +84,38 @@ export class IncrementalDecoder {
   /** tokens [B, n] -> logits [B, n, V] */
   feed(tokens: tf.Tensor2D): tf.Tensor3D {
     const s = this.spec;
-    const n = tokens.shape[1];
-    const pos = this.position;
-    const next: LayerCacheState[] = [];
+    const layers = (this.layers ??= Array.from({ length: s.L }, (_, i) => prepareDecodeLayer(this.P, `${layerPrefix(i)}self_attn.`, s)));
+    const next: FixedCache[] = [];
     const logits = tf.tidy(() => {
       let x = embed(this.P, tokens);
       for (let i = 0; i < s.L; i++) {
         const pre = layerPrefix(i);
         const h = rmsNorm(x, this.P[`${pre}input_layernorm.weight`], s.normEps) as tf.Tensor3D;
-        const att = attentionDecode(this.kind, h, this.P, `${pre}self_attn.`, s, this.rope, pos, this.layers[i]);
-        for (const t of Object.values(att.cache)) if (t) tf.keep(t);
-        next.push(att.cache);
-        x = mlpBlock(tf.add(x, att.out), this.P, pre, s) as tf.Tensor3D;
+        const cache = appendTokens(this.kind, layers[i], this.caches[i], h, this.rope);
+        fixedCacheTensors(cache).forEach((t) => tf.keep(t));
+        next.push(cache);
+        x = mlpBlock(tf.add(x, absorbedDecodeStep(layers[i], h, cache, this.rope)), this.P, pre, s) as tf.Tensor3D;
       }
       return outputLogits(x, this.P, s);
     });
     this.disposeCaches();
-    this.layers = next;
-    this.position = pos + n;
+    this.caches = next;
+    this.position += tokens.shape[1];
     return logits;
   }
 
-  /** What one layer's cache holds now: tensor name -> shape. */
+  /** What one layer's cache holds now: tensor name -> shape, sequences first. */
   cacheShapes(layer = 0): Record<string, number[]> {
-    const out: Record<string, number[]> = {};
-    for (const [k, t] of Object.entries(this.layers[layer])) if (t) out[k] = t.shape;
-    return out;
+    const cache = this.caches[layer];
+    return cache ? fixedCacheShapes(cache) : {};
   }
 
   /** Numbers actually held per token in one layer, counted from the live tensors (not from a formula). */
   storedNumbersPerToken(layer = 0): number {
-    const B = this.layers[layer].c?.shape[0] ?? 1;
-    let total = 0;
-    for (const t of Object.values(this.layers[layer])) if (t) total += t.size;
-    return this.position ? total / (B * this.position) : 0;
+    const cache = this.caches[layer];
+    if (!cache) return 0;
+    const total = fixedCacheTensors(cache).reduce((n, t) => n + t.size, 0);
+    return total / (cache.c.length * this.position);
   }
 
   expectedNumbersPerToken(): number {
@@ -111,12 +123,14 @@ export class IncrementalDecoder {
   }
 
   private disposeCaches(): void {
-    for (const l of this.layers) for (const t of Object.values(l)) if (t) t.dispose();
+    for (const c of this.caches) if (c) disposeFixedCache(c);
   }
 
   dispose(): void {
     this.disposeCaches();
-    this.layers = Array.from({ length: this.spec.L }, () => ({}));
+    this.caches = Array.from({ length: this.spec.L }, () => undefined);
     this.position = 0;
+    this.layers?.forEach(disposeDecodeLayer);
+    this.layers = undefined;
   }
 }

@@ -17,7 +17,7 @@ import { configToYaml, loadConfig } from '../../src/config/load';
 import { saveModel } from '../../src/model/checkpoint';
 import { disposeParams } from '../../src/model/params';
 import BenchDecode, { type BenchDecodeResult } from '../../src/commands/bench/decode';
-import type { FixedCache } from '../../src/model/decode-step';
+import type { FixedCache } from '../../src/model/decode';
 import type { ModelSpec } from '../../src/model/spec';
 import { randomParams, tinySpec } from '../helpers';
 import { runCommand, stubOclifConfig } from './command';

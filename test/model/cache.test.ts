@@ -20,7 +20,7 @@ describe('latent+invrms cache layout (QK-Normed MLA)', () => {
     tf.dispose(dec.feed(tf.tensor2d([[1], [2], [3]], [B, 1], 'int32')));
     for (let l = 0; l < s.L; l++) {
       // Exactly the latent, the rotated shared key and one inverse RMS per group: nothing sized by heads.
-      expect(dec.cacheShapes(l)).toEqual({ c: [B, 6, s.dc], kpr: [B, 6, s.dr], rk: [B, G, 6] });
+      expect(dec.cacheShapes(l)).toEqual({ c: [B, 6, s.dc], kpr: [B, 6, s.dr], rk: [B, 6, G] });
       expect(dec.storedNumbersPerToken(l)).toBe(s.dc + s.dr + G);
     }
     expect(cacheNumbersPerToken(s, 'latent+invrms')).toBe(s.dc + s.dr + G);

@@ -127,7 +127,7 @@ describe('generate', () => {
       expect(a.cache).toBe('latent+invrms');
       // The latent, the rotated shared key and one inverse RMS per key group; no per-head key.
       const fed = a.promptTokens.length + a.tokens.length - 1; // the last drawn token is never fed
-      expect(a.cacheShapes).toEqual({ c: [1, fed, 12], kpr: [1, fed, 4], rk: [1, 2, fed] });
+      expect(a.cacheShapes).toEqual({ c: [1, fed, 12], kpr: [1, fed, 4], rk: [1, fed, 2] });
       expect(a.cacheShapes).not.toHaveProperty('k');
       expect(a.tokens).toEqual(b.tokens);
       expect(a.text).toBe(b.text);
