@@ -97,8 +97,7 @@ export async function evaluateRun(opts: EvaluateRunOptions): Promise<EvaluateRun
 /**
  * The checkpoint as evaluation scores it. Training feeds windows of data.seq_len positions, and so does this, as
  * lm-evaluation-harness feeds max_length: a scored sequence holds seq_len + 1 tokens, its last one only a target.
- * (TfScoringModel caps sequences at model.max_seq_len tokens, so where data.seq_len equals it the window is one
- * position shorter.) The checkpoint folder is its source, named if its weights give NaN.
+ * The checkpoint folder is its source, named if its weights give NaN.
  */
 function checkpointScorer(model: LoadedModel, opts: { batchSize: number; seqLen: number }): ScoringModel {
   const scorer = new TfScoringModel(model, { batchSize: opts.batchSize, maxSeqLen: opts.seqLen + 1 });

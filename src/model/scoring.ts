@@ -115,8 +115,9 @@ export interface TfScoringOptions {
   /** Sequences per forward pass. The logits of one pass take batchSize x length x vocab floats. */
   batchSize?: number;
   /**
-   * Longest sequence scored (default: the model's max_seq_len). Evaluation passes the training window: positions
-   * past it were never trained, and attention cost grows with the square of the length.
+   * Longest sequence scored, in tokens (default and cap: max_seq_len + 1, that is max_seq_len positions fed, the last
+   * token only a target). Evaluation passes the training window: positions past it were never trained, and
+   * attention cost grows with the square of the length.
    */
   maxSeqLen?: number;
 }
@@ -136,7 +137,8 @@ export class TfScoringModel implements ScoringModel {
     private readonly model: { spec: ModelSpec; params: Params; rope: RopeTables; tokenizer: Tokenizer },
     opts: TfScoringOptions = {},
   ) {
-    this.maxSeqLen = Math.min(opts.maxSeqLen ?? model.spec.maxSeqLen, model.spec.maxSeqLen);
+    // A sequence of n tokens feeds n - 1 positions: the model's max_seq_len positions take max_seq_len + 1 tokens.
+    this.maxSeqLen = Math.min(opts.maxSeqLen ?? model.spec.maxSeqLen + 1, model.spec.maxSeqLen + 1);
     this.batchSize = opts.batchSize ?? DEFAULT_SCORING_BATCH_SIZE;
     if (!Number.isInteger(this.batchSize) || this.batchSize < 1) throw new UserError(`scoring batch size must be a positive integer, got ${this.batchSize}`);
   }
@@ -207,7 +209,7 @@ export interface TextScore {
   total_logprob: number;
   mean_logprob: number;
   perplexity: number;
-  /** Forward passes: 1 when the text fits max_seq_len - 1 tokens. */
+  /** Forward passes: 1 when the text's tokens (after the leading eos) fit max_seq_len positions. */
   windows: number;
   stride: number;
 }
@@ -215,7 +217,7 @@ export interface TextScore {
 /**
  * Per-token log-probabilities of a text, the first token conditioned on eos as at a document start. Texts longer
  * than the context are cut into the windows of `rollingWindows` (src/eval/loglikelihood.ts), the same ones
- * `loglikelihoodRolling` scores, so the total equals its result. The default stride, max_seq_len - 1, gives
+ * `loglikelihoodRolling` scores, so the total equals its result. The default stride, max_seq_len positions, gives
  * disjoint windows (lm-evaluation-harness's rolling loglikelihood); a smaller stride gives the first tokens of
  * each window more context at the cost of more passes.
  */

@@ -93,8 +93,9 @@ describe('TfScoringModel on a tiny random model', () => {
 
   test('refuses sequences it cannot score', async () => {
     const model = new TfScoringModel({ spec: s, params: P, rope, tokenizer: stubTokenizer(s.vocab) });
-    await expect(model.scoreSequences([[1]])).rejects.toThrow(/expected 2\.\.32/);
-    await expect(model.scoreSequences([new Array(33).fill(1)])).rejects.toThrow(/33 tokens/);
+    // max_seq_len (32) positions fed: sequences of up to 33 tokens, the last one only a target.
+    await expect(model.scoreSequences([[1]])).rejects.toThrow(/expected 2\.\.33/);
+    await expect(model.scoreSequences([new Array(34).fill(1)])).rejects.toThrow(/34 tokens/);
     await expect(model.scoreSequences([[1, s.vocab]])).rejects.toThrow(/token id 37/);
   });
 
@@ -127,7 +128,7 @@ describe('scoreText', () => {
     rope.dispose();
   });
 
-  test('with stride 1 each token is scored with the max_seq_len - 1 tokens before it (eos first)', async () => {
+  test('with stride 1 each token is scored with the max_seq_len tokens before it (eos first)', async () => {
     const model = new TfScoringModel({ spec: s, params: P, rope, tokenizer });
     const r = await scoreText(model, text, { stride: 1 });
     const ids = [tokenizer.eos, ...tokenizer.encode(text)];
@@ -135,7 +136,7 @@ describe('scoreText', () => {
     expect(r.tokens.map((t) => t.id)).toEqual(ids.slice(1));
     expect(r.tokens[0].text).toBe('T');
     for (let t = 1; t < ids.length; t++) {
-      const context = ids.slice(Math.max(0, t - (s.maxSeqLen - 1)), t + 1);
+      const context = ids.slice(Math.max(0, t - s.maxSeqLen), t + 1);
       const want = referenceScores(W, s, context).logprobs;
       expect(Math.abs(r.tokens[t - 1].logprob - want[want.length - 1])).toBeLessThan(2e-5);
     }
