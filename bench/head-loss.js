@@ -8,7 +8,7 @@ const { spawnSync } = require('child_process');
 async function measure(backend, label, B, T, d, V) {
   const tf = require('@tensorflow/tfjs');
   const { initBackend } = require('../dist/backend');
-  const { headLoss, WHOLE_LOGITS_BYTES } = require('../dist/train/head-loss');
+  const { headLoss, WHOLE_LOGITS_BYTES } = require('../dist/engine/tfjs/head-loss');
   await initBackend(backend);
   const h = tf.variable(tf.randomNormal([B, T, d], 0, 1, 'float32', 1));
   const W = tf.variable(tf.mul(tf.randomNormal([V, d], 0, 1, 'float32', 2), 1 / Math.sqrt(d)));

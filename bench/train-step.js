@@ -13,8 +13,8 @@ const { modelSpec } = require('../dist/model/spec');
 const { RopeTables } = require('../dist/model/layers');
 const { initParams } = require('../dist/model/params');
 const { forward } = require('../dist/model/transformer');
-const { lossFromLogits } = require('../dist/train/head-loss');
-const { Trainer } = require('../dist/train/trainer');
+const { lossFromLogits } = require('../dist/engine/tfjs/head-loss');
+const { Trainer } = require('../dist/engine/tfjs/trainer');
 
 async function main() {
   const [backend = 'wasm', preset = 'configs/models/demo.yaml', repeats = '6'] = process.argv.slice(2);

@@ -8,8 +8,9 @@ import * as os from 'os';
 import * as path from 'path';
 import { loadConfig } from './config/load';
 import { evaluateRun } from './eval/run-eval';
+import { tfjsScorers } from './inference/scoring';
 import { compareRuns, type CompareResult } from './report/compare';
-import { latestCheckpoint } from './train/checkpoint';
+import { latestCheckpoint } from './runfolder/training-checkpoint';
 import { runCli, runExperiment, type ExperimentResult } from './train/experiment';
 import { PACKAGE_ROOT } from './paths';
 import type { ProgressSink } from './train/progress';
@@ -87,7 +88,7 @@ export async function runDemo(opts: DemoOptions): Promise<DemoResult> {
       const steps = last.step > 0 ? [0, last.step] : [0];
       const code = jobs > 1
         ? await runCli(['eval', '--run', arm.dir, ...steps.flatMap((s) => ['--step', String(s)]), '--json'], opts.progress, `${arm.name} eval`)
-        : (await evaluateRun({ runDir: arm.dir, steps }), 0);
+        : (await evaluateRun({ runDir: arm.dir, steps, openScorer: tfjsScorers(cfg.backend) }), 0);
       if (code !== 0) opts.progress.note(`evaluation of ${arm.name} failed (exit ${code})`);
     }),
   );

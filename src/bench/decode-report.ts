@@ -3,7 +3,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { stringify } from 'csv-stringify/sync';
 import { loadConfig } from '../config/load';
-import { writeFileAtomic } from '../model/safetensors';
+import { writeFileAtomic } from '../runfolder/atomic';
 import { CONFIGS_DIR } from '../paths';
 import { CACHE_KINDS, cacheNumbersPerToken, modelSpec, type CacheKind, type ModelSpec } from '../model/spec';
 import { PLOT_FONT, renderSvgs, svgToPng } from '../report/render';

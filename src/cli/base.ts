@@ -1,4 +1,5 @@
 import { Command, Flags } from '@oclif/core';
+import { BACKENDS } from '../config/types';
 import { UserError } from '../errors';
 
 /**
@@ -38,10 +39,13 @@ export abstract class MlactlCommand<T> extends Command {
   abstract override run(): Promise<T>;
 }
 
+/** The TensorFlow.js backend, one declaration for every command: oclif checks the value against the list. */
+export const backendFlag = Flags.option({ options: BACKENDS, description: 'TensorFlow.js backend (auto: the fastest that loads here)' });
+
 export const configFlags = {
   config: Flags.string({ char: 'c', description: 'YAML config file (presets extend configs/base.yaml)' }),
   set: Flags.string({ description: 'override a config key: --set train.lr=3e-4 (repeatable)', multiple: true, default: [] }),
-  backend: Flags.string({ description: 'auto|tensorflow|wasm|cpu|webgpu (overrides the config key `backend`)' }),
+  backend: backendFlag({ description: 'TensorFlow.js backend; overrides the config key `backend`' }),
 };
 
 const SYSTEM_ERRORS: Record<string, string> = {

@@ -1,7 +1,7 @@
 import { Args, Flags } from '@oclif/core';
-import { MlactlCommand } from '../cli/base';
-import type { BackendName } from '../config/types';
-import { evaluateRun, type EvaluateRunResult } from '../eval/run-eval';
+import { backendFlag, MlactlCommand } from '../cli/base';
+import { evaluateRun, readRunConfig, type EvaluateRunResult } from '../eval/run-eval';
+import { tfjsScorers } from '../inference/scoring';
 import { jsonlProgress, PROGRESS_JSONL_ENV, terminalProgress, type TaskProgress } from '../train/progress';
 
 export default class Eval extends MlactlCommand<EvaluateRunResult> {
@@ -22,7 +22,7 @@ export default class Eval extends MlactlCommand<EvaluateRunResult> {
     'all-checkpoints': Flags.boolean({ description: 'evaluate every checkpoint: an accuracy-versus-tokens table in eval/by-step.csv' }),
     limit: Flags.integer({ description: 'items per task (0: all; default: the run config\'s eval.limit)', min: 0 }),
     'batch-size': Flags.integer({ description: 'sequences per forward pass', min: 1 }),
-    backend: Flags.string({ description: 'auto|tensorflow|wasm|cpu|webgpu' }),
+    backend: backendFlag(),
   };
 
   async run(): Promise<EvaluateRunResult> {
@@ -39,7 +39,7 @@ export default class Eval extends MlactlCommand<EvaluateRunResult> {
       allCheckpoints: flags['all-checkpoints'],
       limit: flags.limit,
       batchSize: flags['batch-size'],
-      backend: flags.backend as BackendName | undefined,
+      openScorer: tfjsScorers(flags.backend ?? readRunConfig(runDir).backend),
       onProgress: (p) => {
         if (!display) return;
         const label = `step ${p.step} ${p.task}`;
@@ -57,7 +57,7 @@ export default class Eval extends MlactlCommand<EvaluateRunResult> {
         this.say(`step ${String(e.checkpoint_step).padStart(6)}  ${t.name.padEnd(22)} n=${t.n}  ${m}  (chance ${t.chance?.toFixed(3)})`);
       }
     }
-    this.say(`results: ${runDir}/eval/results.json (${result.itemsPerSecond.toFixed(1)} items/s)`);
+    this.say(`results: ${result.resultsDir}/results.json (${result.itemsPerSecond.toFixed(1)} items/s)`);
     return result;
   }
 }

@@ -1,10 +1,9 @@
 import { Flags } from '@oclif/core';
 import { initBackend } from '../backend';
-import { MlactlCommand } from '../cli/base';
-import { BACKENDS, type BackendName } from '../config/types';
+import { backendFlag, MlactlCommand } from '../cli/base';
 import { UserError } from '../errors';
-import { generate, type SamplingOptions } from '../model/generate';
-import { loadRunModel } from '../model/scoring';
+import { generate, type SamplingOptions } from '../inference/generate';
+import { loadRunModel } from '../inference/scoring';
 import { CACHE_KINDS, type CacheKind } from '../model/spec';
 
 export interface GenerateCommandResult {
@@ -48,7 +47,7 @@ export default class Generate extends MlactlCommand<GenerateCommandResult> {
     'top-p': Flags.string({ description: 'sample among the most likely tokens totalling probability p (1: all)', default: '1' }),
     seed: Flags.integer({ description: 'seeds the sampler: the same seed gives the same text', default: 0 }),
     cache: Flags.string({ description: `decode cache: ${CACHE_KINDS.join(', ')} (default: latent+invrms for qk-norm, latent otherwise)` }),
-    backend: Flags.string({ description: 'auto|tensorflow|wasm|cpu|webgpu', default: 'auto' }),
+    backend: backendFlag({ default: 'auto' }),
   };
 
   async run(): Promise<GenerateCommandResult> {
@@ -58,8 +57,7 @@ export default class Generate extends MlactlCommand<GenerateCommandResult> {
       topK: flags['top-k'],
       topP: parseNumber('--top-p', flags['top-p']),
     };
-    if (!(BACKENDS as readonly string[]).includes(flags.backend)) throw new UserError(`--backend: expected one of ${BACKENDS.join('|')}, got ${JSON.stringify(flags.backend)}`);
-    const backend = await initBackend(flags.backend as BackendName);
+    const backend = await initBackend(flags.backend);
     const model = loadRunModel(flags.run, { step: flags.step });
     try {
       const streaming = !this.jsonEnabled();

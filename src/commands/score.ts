@@ -1,10 +1,9 @@
 import * as fs from 'fs';
 import { Flags } from '@oclif/core';
 import { initBackend } from '../backend';
-import { MlactlCommand } from '../cli/base';
-import { BACKENDS, type BackendName } from '../config/types';
+import { backendFlag, MlactlCommand } from '../cli/base';
 import { UserError } from '../errors';
-import { formatTextScore, loadRunModel, scoreText, TfScoringModel, type TextScore } from '../model/scoring';
+import { formatTextScore, loadRunModel, scoreText, TfScoringModel, type TextScore } from '../inference/scoring';
 
 export type ScoreCommandResult = TextScore & { checkpoint: string; step: number | null; tokenizer: string; backend: string };
 
@@ -23,7 +22,7 @@ export default class Score extends MlactlCommand<ScoreCommandResult> {
     file: Flags.string({ description: 'UTF-8 file whose text to score' }),
     stride: Flags.integer({ description: 'tokens newly scored per window when the text exceeds max_seq_len (default max_seq_len - 1: disjoint windows)', min: 1 }),
     'batch-size': Flags.integer({ description: 'windows per forward pass', default: 8, min: 1 }),
-    backend: Flags.string({ description: 'auto|tensorflow|wasm|cpu|webgpu' }),
+    backend: backendFlag({ default: 'auto' }),
   };
 
   async run(): Promise<ScoreCommandResult> {
@@ -34,14 +33,12 @@ export default class Score extends MlactlCommand<ScoreCommandResult> {
       if (!fs.existsSync(flags.file)) throw new UserError(`--file ${flags.file}: no such file`);
       text = fs.readFileSync(flags.file, 'utf8');
     }
-    const requested = flags.backend ?? 'auto';
-    if (!(BACKENDS as readonly string[]).includes(requested)) throw new UserError(`--backend: expected one of ${BACKENDS.join('|')}, got ${JSON.stringify(requested)}`);
-    const backend = await initBackend(requested as BackendName);
+    const backend = await initBackend(flags.backend);
 
     const model = loadRunModel(flags.run, { step: flags.step });
     try {
-      if (flags.stride !== undefined && flags.stride > model.spec.maxSeqLen - 1) {
-        throw new UserError(`--stride: at most max_seq_len - 1 = ${model.spec.maxSeqLen - 1} for this model, got ${flags.stride}`);
+      if (flags.stride !== undefined && flags.stride > model.spec.maxSeqLen) {
+        throw new UserError(`--stride: at most max_seq_len = ${model.spec.maxSeqLen} for this model, got ${flags.stride}`);
       }
       const scorer = new TfScoringModel(model, { batchSize: flags['batch-size'] });
       const result = await scoreText(scorer, text!, { stride: flags.stride, batchSize: flags['batch-size'] });

@@ -5,7 +5,7 @@ import { loadConfig } from '../config/load';
 import { UserError } from '../errors';
 import { expandArms, isExperiment, runExperiment, type ExperimentResult } from '../train/experiment';
 import { jsonlProgress, PROGRESS_JSONL_ENV, silentProgress, terminalProgress } from '../train/progress';
-import type { RunSummary } from '../train/runfolder';
+import type { RunSummary } from '../runfolder/types';
 import { SIGNAL_EXIT_CODES, trainRun } from '../train/run';
 
 export type TrainCommandResult = { kind: 'run'; dir: string; summary: RunSummary } | { kind: 'experiment'; result: ExperimentResult };

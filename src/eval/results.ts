@@ -9,6 +9,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { stringify } from 'csv-stringify/sync';
 import { printable, UserError } from '../errors';
+import { writeFileAtomic } from '../runfolder/atomic';
 import type { Aggregation } from './metrics';
 import type { EvalResults } from './runner';
 
@@ -45,21 +46,15 @@ export interface EvalSummary {
   tasks: TaskSummary[];
 }
 
-export function evalDir(runDir: string): string {
-  return path.join(runDir, 'eval');
+/**
+ * Where an evaluation's files go: `eval/` for the run's standard evaluation (its config's eval.limit), and
+ * `eval/limit-N/` (`limit-all` for every item) for any other item limit, so a quick look at 20 items never replaces
+ * the standard results, nor they it. Each folder keeps its own results.json and by-step.csv.
+ */
+export function evalDir(runDir: string, variant = ''): string {
+  return variant ? path.join(runDir, 'eval', variant) : path.join(runDir, 'eval');
 }
 
-/** Write `contents` to `file` through a temporary file in the same folder and a rename. */
-export function writeFileAtomic(file: string, contents: string): void {
-  const temporary = path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}.${Math.random().toString(36).slice(2)}.tmp`);
-  try {
-    fs.writeFileSync(temporary, contents);
-    fs.renameSync(temporary, file);
-  } catch (err) {
-    fs.rmSync(temporary, { force: true });
-    throw err;
-  }
-}
 
 /** NaN (an empty task) and Infinity have no JSON form; write null. */
 function finiteOrNull(value: number | null): number | null {
@@ -112,8 +107,8 @@ export const BY_STEP_CSV_HEADER = ['step', 'tokens', 'task', 'metric', 'value', 
  * Write the results of evaluating one checkpoint into <runDir>/eval/. Tasks evaluated earlier and not now keep
  * their entries in results.json/csv (each entry names its checkpoint step). Returns this evaluation's summary.
  */
-export function writeEvalResults(runDir: string, results: EvalResults, meta: EvalMeta): EvalSummary {
-  const dir = evalDir(runDir);
+export function writeEvalResults(runDir: string, results: EvalResults, meta: EvalMeta, variant = ''): EvalSummary {
+  const dir = evalDir(runDir, variant);
   fs.mkdirSync(dir, { recursive: true });
   const resultsFile = path.join(dir, 'results.json');
   const merged = readExistingResults(resultsFile);
@@ -137,8 +132,8 @@ export function writeEvalResults(runDir: string, results: EvalResults, meta: Eva
  * Add one evaluation's metrics to <runDir>/eval/by-step.csv. Rows of the same (step, task, metric) are replaced,
  * so re-evaluating a checkpoint does not duplicate it; rows stay ordered by step.
  */
-export function appendByStep(runDir: string, summary: EvalSummary): void {
-  const dir = evalDir(runDir);
+export function appendByStep(runDir: string, summary: EvalSummary, variant = ''): void {
+  const dir = evalDir(runDir, variant);
   fs.mkdirSync(dir, { recursive: true });
   const file = path.join(dir, 'by-step.csv');
   let rows: string[][] = [];

@@ -5,15 +5,15 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import YAML from 'yaml';
-import { initBackend, maxBindingBytes } from '../backend';
-import type { BackendName, Config } from '../config/types';
+import type { Config } from '../config/types';
 import { printable, UserError } from '../errors';
-import { loadRunModel, TfScoringModel, type LoadedModel } from '../model/scoring';
-import { listCheckpoints } from '../train/checkpoint';
+import { experimentArmsHint } from '../runfolder/folder';
+import { listCheckpoints } from '../runfolder/training-checkpoint';
 import { evaluateTasks, type EvalProgress } from './runner';
-import { appendByStep, evalDir, writeEvalResults, writeFileAtomic, type EvalSummary } from './results';
+import { writeFileAtomic } from '../runfolder/atomic';
+import { appendByStep, evalDir, writeEvalResults, type EvalSummary } from './results';
 import { loadTask, type EvalTask } from './tasks';
-import type { ScoringModel } from './types';
+import type { OpenScorer } from './types';
 
 export interface EvaluateRunOptions {
   runDir: string;
@@ -26,19 +26,22 @@ export interface EvaluateRunOptions {
   steps?: number[];
   limit?: number;
   batchSize?: number;
-  backend?: BackendName;
+  /** The engine's scorer for one checkpoint: evaluation itself knows no framework. */
+  openScorer: OpenScorer;
   onProgress?: (p: EvalProgress & { step: number }) => void;
 }
 
 export interface EvaluateRunResult {
   runDir: string;
+  /** eval/ for whole tasks, eval/limit-N/ for a limited look. */
+  resultsDir: string;
   evaluations: EvalSummary[];
   itemsPerSecond: number;
 }
 
-function readRunConfig(runDir: string): Config {
+export function readRunConfig(runDir: string): Config {
   const file = path.join(runDir, 'config.resolved.yaml');
-  if (!fs.existsSync(file)) throw new UserError(`${printable(runDir)}: not a run folder (no config.resolved.yaml)`);
+  if (!fs.existsSync(file)) throw new UserError(printable(experimentArmsHint(runDir) ?? `${runDir}: not a run folder (no config.resolved.yaml)`));
   return YAML.parse(fs.readFileSync(file, 'utf8')) as Config;
 }
 
@@ -66,65 +69,39 @@ export async function evaluateRun(opts: EvaluateRunOptions): Promise<EvaluateRun
     chosen = [hit];
   }
   const limit = opts.limit ?? cfg.eval.limit;
+  const variant = limit === cfg.eval.limit ? '' : `limit-${limit || 'all'}`;
   const specs = opts.tasks?.length ? opts.tasks : cfg.eval.tasks;
   if (!specs.length) throw new UserError('eval.tasks: no tasks to evaluate (pass --task NAME or set eval.tasks)');
   // Every task is parsed before any checkpoint is scored, so a malformed file writes nothing.
   const tasks: EvalTask[] = specs.map((spec) =>
     loadTask(spec, { limit, brownSplit: { seed: cfg.data.seed, valFraction: cfg.data.val_fraction, testFraction: cfg.data.test_fraction } }),
   );
-  await initBackend(opts.backend ?? cfg.backend);
   const evaluations: EvalSummary[] = [];
   let items = 0;
   const t0 = Date.now();
   for (const ckpt of chosen) {
-    const model = loadRunModel(opts.runDir, { step: ckpt.step });
+    // Training feeds windows of data.seq_len positions, and so does evaluation, as lm-evaluation-harness feeds
+    // max_length: a scored sequence holds seq_len + 1 tokens, its last one only a target.
+    const scorer = await opts.openScorer(ckpt.dir, { batchSize: opts.batchSize ?? cfg.eval.batch_size, window: cfg.data.seq_len, windowKey: 'data.seq_len' });
     try {
-      const batchSize = fittingBatch(opts.batchSize ?? cfg.eval.batch_size, cfg.data.seq_len, model.spec.vocab);
-      const scorer = checkpointScorer(model, { batchSize, seqLen: cfg.data.seq_len });
-      const results = await evaluateTasks(scorer, tasks, { limit, batchSize, onProgress: (p) => opts.onProgress?.({ ...p, step: ckpt.step }) });
+      const results = await evaluateTasks(scorer, tasks, { limit, batchSize: scorer.batchSize, onProgress: (p) => opts.onProgress?.({ ...p, step: ckpt.step }) });
       items += results.tasks.reduce((n, t) => n + t.n, 0);
-      const summary = writeEvalResults(opts.runDir, results, { checkpointStep: ckpt.step, tokens: tokensAt(ckpt.dir) });
-      appendByStep(opts.runDir, summary);
+      const summary = writeEvalResults(opts.runDir, results, { checkpointStep: ckpt.step, tokens: tokensAt(ckpt.dir) }, variant);
+      appendByStep(opts.runDir, summary, variant);
       evaluations.push(summary);
     } finally {
-      model.dispose();
+      scorer.dispose();
     }
   }
-  recordHistory(opts.runDir);
-  return { runDir: opts.runDir, evaluations, itemsPerSecond: items / ((Date.now() - t0) / 1000) };
-}
-
-/**
- * The checkpoint as evaluation scores it. Training feeds windows of data.seq_len positions, and so does this, as
- * lm-evaluation-harness feeds max_length: a scored sequence holds seq_len + 1 tokens, its last one only a target.
- * The checkpoint folder is its source, named if its weights give NaN.
- */
-function checkpointScorer(model: LoadedModel, opts: { batchSize: number; seqLen: number }): ScoringModel {
-  const scorer = new TfScoringModel(model, { batchSize: opts.batchSize, maxSeqLen: opts.seqLen + 1 });
-  return {
-    tokenizer: scorer.tokenizer,
-    maxSeqLen: scorer.maxSeqLen,
-    windowKey: 'data.seq_len',
-    source: model.ckptDir,
-    scoreSequences: (seqs) => scorer.scoreSequences(seqs),
-  };
-}
-
-/**
- * The scoring batch, lowered where the backend cannot bind its logits (batch x window x vocab floats) in one
- * buffer (WebGPU: 2 GiB). Scores do not depend on the batch, so unlike training this adapts instead of refusing.
- */
-export function fittingBatch(batch: number, window: number, vocab: number, limit = maxBindingBytes()): number {
-  if (!limit) return batch;
-  return Math.max(1, Math.min(batch, Math.floor(limit / (window * vocab * 4))));
+  recordHistory(evalDir(opts.runDir, variant));
+  return { runDir: opts.runDir, resultsDir: evalDir(opts.runDir, variant), evaluations, itemsPerSecond: items / ((Date.now() - t0) / 1000) };
 }
 
 /**
  * results.json describes the newest evaluation per task; every evaluated checkpoint is also kept there under
  * `by_step` (from eval/by-step.csv), so one file holds, say, step 0 against the final step.
  */
-function recordHistory(runDir: string): void {
-  const dir = evalDir(runDir);
+function recordHistory(dir: string): void {
   const results = JSON.parse(fs.readFileSync(path.join(dir, 'results.json'), 'utf8')) as Record<string, unknown> & { tasks: Record<string, { checkpoint_step: number; tokens: number }> };
   const lines = fs.readFileSync(path.join(dir, 'by-step.csv'), 'utf8').trim().split('\n').slice(1);
   const byStep: Record<string, { step: number; tokens: number; tasks: Record<string, Record<string, { value: number | null; stderr: number | null }>> }> = {};

@@ -22,6 +22,19 @@ export interface ScoringModel {
   scoreSequences(seqs: number[][]): Promise<TokenScores[]>;
 }
 
+/** A checkpoint's scorer, opened by whichever engine scores (evaluation knows no framework); dispose when done. */
+export interface CheckpointScorer extends ScoringModel {
+  /** Sequences per forward pass, after the engine fitted the requested size to its memory. */
+  batchSize: number;
+  dispose(): void;
+}
+
+/**
+ * Opens a scorer for the model folder `dir`, feeding windows of `window` positions (sequences of window + 1 tokens);
+ * `windowKey` names the config key that sets the window in messages.
+ */
+export type OpenScorer = (dir: string, opts: { batchSize: number; window: number; windowKey: string }) => Promise<CheckpointScorer>;
+
 /** One loglikelihood question: how likely is `continuation` right after `context`? */
 export interface LoglikelihoodRequest {
   context: string;

@@ -11,6 +11,7 @@ import { causalMask, linear, matmul, rmsNorm, RopeTables } from './layers';
 import type { Params } from './params';
 import type { ModelSpec } from './spec';
 import { attentionScale } from './spec';
+import { unreachable, variantOf } from './variants';
 
 export interface AttentionResult {
   out: tf.Tensor; // [B, n, d]
@@ -102,8 +103,15 @@ export function qkNorm(z: tf.Tensor4D, g: tf.Tensor, s: ModelSpec): tf.Tensor4D 
 }
 
 function explicitQkNorm(q: tf.Tensor4D, k: tf.Tensor4D, P: Params, pre: string, s: ModelSpec): { q: tf.Tensor4D; k: tf.Tensor4D } {
-  if (s.variant !== 'qk-norm') return { q, k };
-  return { q: qkNorm(q, P[`${pre}q_norm.weight`], s), k: qkNorm(k, P[`${pre}k_norm.weight`], s) };
+  const transform = variantOf(s).qkTransform;
+  switch (transform) {
+    case 'none':
+      return { q, k };
+    case 'qk-norm':
+      return { q: qkNorm(q, P[`${pre}q_norm.weight`], s), k: qkNorm(k, P[`${pre}k_norm.weight`], s) };
+    default:
+      return unreachable(transform);
+  }
 }
 
 /**

@@ -31,6 +31,7 @@ import { divideByGroupRms, groupInvRms, qkNorm } from './attention';
 import { causalMask, rmsNorm, ropeWeight, type RopeTables, type RopeWeight } from './layers';
 import type { Params } from './params';
 import { attentionScale, type CacheKind, type ModelSpec } from './spec';
+import { hasQkNorm } from './variants';
 
 /** One attention layer's weights, rearranged once for decoding. Owned: call `disposeDecodeLayer`. */
 export interface DecodeLayer {
@@ -74,8 +75,8 @@ export function prepareDecodeLayer(P: Params, pre: string, s: ModelSpec): Decode
     const w = P[`${pre}kv_b_proj.weight`].reshape([s.H, s.dn + s.dv, s.dc]); // per-head blocks [kn_h ; v_h]
     const [wUKAll, wUVAll] = tf.split(w, [s.dn, s.dv], 1) as tf.Tensor3D[]; // [H, dn, dc], [H, dv, dc]
     const full = s.scope === 'full';
-    const gq = s.variant === 'qk-norm' ? (P[`${pre}q_norm.weight`] as tf.Tensor1D) : undefined;
-    const gk = s.variant === 'qk-norm' ? (P[`${pre}k_norm.weight`] as tf.Tensor1D) : undefined;
+    const gq = hasQkNorm(s) ? (P[`${pre}q_norm.weight`] as tf.Tensor1D) : undefined;
+    const gk = hasQkNorm(s) ? (P[`${pre}k_norm.weight`] as tf.Tensor1D) : undefined;
     const positional = gq && full ? tf.mul(gq.slice([s.dn], [s.dr]), scale) : tf.fill([s.dr], scale);
     const absorbing = gq && gk ? tf.mul(wUKAll, tf.mul(gk.slice([0], [s.dn]), gq.slice([0], [s.dn])).reshape([1, s.dn, 1])) : wUKAll;
     const rw = ropeWeight(positional as tf.Tensor1D);

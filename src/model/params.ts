@@ -1,6 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import type { ModelSpec } from './spec';
 import { qkNormWidth } from './spec';
+import { hasQkNorm } from './variants';
 
 /**
  * Parameter names and shapes follow Hugging Face DeepSeek-V3 checkpoints, in PyTorch `[out, in]` layout, so a
@@ -41,7 +42,7 @@ export function paramInfos(s: ModelSpec): ParamInfo[] {
     add(`${p}self_attn.kv_a_layernorm.weight`, [s.dc], 'norm', 'ones');
     add(`${p}self_attn.kv_b_proj.weight`, [s.H * (s.dn + s.dv), s.dc], 'attention');
     add(`${p}self_attn.o_proj.weight`, [s.d, s.H * s.dv], 'attention', 'normal', residualStd);
-    if (s.variant === 'qk-norm') {
+    if (hasQkNorm(s)) {
       add(`${p}self_attn.q_norm.weight`, [qkNormWidth(s)], 'qk-norm', 'ones');
       add(`${p}self_attn.k_norm.weight`, [qkNormWidth(s)], 'qk-norm', 'ones');
     }

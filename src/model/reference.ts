@@ -5,6 +5,7 @@
  * exported for the decode benchmark, which checks one layer's output against a long drawn history.
  */
 import type { ModelSpec } from './spec';
+import { hasQkNorm } from './variants';
 
 /** Weights by checkpoint name, row-major in `[out, in]` layout. */
 export type RefWeights = Record<string, Float64Array>;
@@ -96,7 +97,7 @@ export function referenceKeys(s: ModelSpec, kn: ArrayLike<number>, kp: ArrayLike
  * slices only for scope nope) when the variant has it, then RoPE at `pos` on each positional slice. In place.
  */
 export function referenceNormRotate(rows: Vec[], W: RefWeights, a: string, s: ModelSpec, side: 'q' | 'k', pos: number): void {
-  if (s.variant === 'qk-norm') groupNormInPlace(rows, s.G, s.scope === 'full' ? s.dn + s.dr : s.dn, W[`${a}${side}_norm.weight`], s.qkEps);
+  if (hasQkNorm(s)) groupNormInPlace(rows, s.G, s.scope === 'full' ? s.dn + s.dr : s.dn, W[`${a}${side}_norm.weight`], s.qkEps);
   for (const r of rows) ropeInPlace(r, s.dn, s.dr, pos, s.ropeTheta);
 }
 

@@ -1,4 +1,5 @@
 import type { ModelConfig } from '../config/types';
+import { variantOf } from './variants';
 
 /**
  * The model's dimensions with the short names of the design note (`shared/design/mla-math.md`):
@@ -66,12 +67,12 @@ export const CACHE_KINDS: readonly CacheKind[] = ['latent', 'latent+invrms', 'fu
 
 /** Which decode caches can serve a variant: plain latent decode cannot apply QK-norm, the paper's cache needs it. */
 export function cachesFor(s: ModelSpec): CacheKind[] {
-  return s.variant === 'qk-norm' ? ['latent+invrms', 'full-key'] : ['latent', 'full-key'];
+  return [...variantOf(s).caches];
 }
 
 /** The cache a decoder should use by default: the cheapest exact one. */
 export function defaultCache(s: ModelSpec): CacheKind {
-  return s.variant === 'qk-norm' ? 'latent+invrms' : 'latent';
+  return variantOf(s).caches[0];
 }
 
 /** Numbers stored per token per layer by each cache (design note §2, §4). */

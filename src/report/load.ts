@@ -6,8 +6,8 @@ import { parse as parseYaml } from 'yaml';
 import type { Config } from '../config/types';
 import { UserError } from '../errors';
 import {
-  RUN_STATUSES, type EvalPoint, type EvalResults, type EvalTaskResult, type ExperimentFile, type HeadMaxLogit,
-  type LoadedRun, type MetricRow, type RunManifest, type RunStatus, type RunSummary,
+  RUN_STATUSES, type EvalPoint, type EvalResultsFile, type EvalTaskEntry, type ExperimentFile, type HeadMaxLogit,
+  type LoadedRun, type MetricsRow, type RunManifest, type RunStatus, type RunSummary,
 } from './types';
 
 type Json = Record<string, unknown>;
@@ -87,12 +87,7 @@ function readManifest(dir: string): RunManifest {
   const file = path.join(dir, 'manifest.json');
   const obj = readJsonObject(file);
   for (const key of ['tokenizer_hash', 'val_hash']) requireString(obj, key, file);
-  return obj as RunManifest;
-}
-
-function readSummary(dir: string): RunSummary {
-  const file = path.join(dir, 'summary.json');
-  return parseSummary(readJsonObject(file), file);
+  return obj as unknown as RunManifest;
 }
 
 function parseSummary(obj: Json, file: string): RunSummary {
@@ -114,6 +109,10 @@ function parseSummary(obj: Json, file: string): RunSummary {
     best_val_loss: optionalNumber(obj, 'best_val_loss', file),
     diverged_at_step: optionalNumber(obj, 'diverged_at_step', file),
     heads_clipped_total: optionalNumber(obj, 'heads_clipped_total', file),
+    total_steps: optionalNumber(obj, 'total_steps', file),
+    max_logit_peak: optionalNumber(obj, 'max_logit_peak', file),
+    tokens_per_s: optionalNumber(obj, 'tokens_per_s', file),
+    elapsed_s: optionalNumber(obj, 'elapsed_s', file),
   };
 }
 
@@ -122,7 +121,7 @@ function parseSummary(obj: Json, file: string): RunSummary {
  * lock the trainer holds while it works (a lock left by a killed process reads as running too), and its
  * position from the last metrics line.
  */
-function inferredSummary(dir: string, metrics: MetricRow[]): RunSummary {
+function inferredSummary(dir: string, metrics: MetricsRow[]): RunSummary {
   const last = metrics[metrics.length - 1];
   return {
     status: fs.existsSync(path.join(dir, 'run.lock')) ? 'running' : 'interrupted',
@@ -132,10 +131,11 @@ function inferredSummary(dir: string, metrics: MetricRow[]): RunSummary {
     final_train_loss: null, final_val_loss: null, best_val_loss: null,
     diverged_at_step: null,
     heads_clipped_total: null,
+    total_steps: null, max_logit_peak: null, tokens_per_s: null, elapsed_s: null,
   };
 }
 
-function parseMetricRow(obj: Json, where: string): MetricRow {
+function parseMetricsRow(obj: Json, where: string): MetricsRow {
   const rawMaxLogit = obj.max_logit;
   let maxLogit: number[] = [];
   if (Array.isArray(rawMaxLogit)) {
@@ -159,10 +159,10 @@ function parseMetricRow(obj: Json, where: string): MetricRow {
   };
 }
 
-function readMetrics(dir: string, status: RunStatus): MetricRow[] {
+function readMetrics(dir: string, status: RunStatus): MetricsRow[] {
   const file = path.join(dir, 'metrics.jsonl');
   const lines = readText(file).split('\n');
-  const rows: MetricRow[] = [];
+  const rows: MetricsRow[] = [];
   lines.forEach((line, index) => {
     if (line.trim() === '') return;
     const where = `${file}:${index + 1}`;
@@ -176,7 +176,7 @@ function readMetrics(dir: string, status: RunStatus): MetricRow[] {
       throw new UserError(`${where}: invalid JSON line`);
     }
     if (!isObject(parsed)) throw new UserError(`${where}: expected a JSON object`);
-    rows.push(parseMetricRow(parsed, where));
+    rows.push(parseMetricsRow(parsed, where));
   });
   return rows;
 }
@@ -229,16 +229,16 @@ function readEvalByStep(dir: string): EvalPoint[] {
   }));
 }
 
-function readEvalResults(dir: string): EvalResults | null {
+function readEvalResultsFile(dir: string): EvalResultsFile | null {
   const file = path.join(dir, 'eval', 'results.json');
   if (!fs.existsSync(file)) return null;
   const obj = readJsonObject(file);
   if (!isObject(obj.tasks)) throw new UserError(`${file}: key \`tasks\` must be an object`);
-  const tasks: Record<string, EvalTaskResult> = {};
+  const tasks: Record<string, EvalTaskEntry> = {};
   for (const [taskName, rawTask] of Object.entries(obj.tasks)) {
     const where = `${file} (tasks.${taskName})`;
     if (!isObject(rawTask) || !isObject(rawTask.metrics)) throw new UserError(`${where}: key \`metrics\` must be an object`);
-    const metrics: EvalTaskResult['metrics'] = {};
+    const metrics: EvalTaskEntry['metrics'] = {};
     for (const [metricName, rawMetric] of Object.entries(rawTask.metrics)) {
       const metricWhere = `${file} (tasks.${taskName}.metrics.${metricName})`;
       if (!isObject(rawMetric)) throw new UserError(`${metricWhere}: expected {value, stderr}`);
@@ -280,7 +280,7 @@ function readHeadMaxLogits(dir: string): HeadMaxLogit[] | null {
  * summary.json is authoritative, an explicit null included (a diverged run has no final loss). Only keys it
  * lacks altogether, as in a summary written before the run ended, are taken from the metrics log.
  */
-function fillMissingFinals(summary: RunSummary, metrics: MetricRow[], raw: Json): void {
+function fillMissingFinals(summary: RunSummary, metrics: MetricsRow[], raw: Json): void {
   const finite = (values: (number | null)[]): number[] => values.filter((v): v is number => v !== null && Number.isFinite(v));
   const train = finite(metrics.map((m) => m.train_loss));
   const val = finite(metrics.map((m) => m.val_loss));
@@ -321,7 +321,7 @@ export function loadRun(dir: string, id?: string, experimentDir: string | null =
     summary,
     summaryInferred,
     metrics,
-    evalResults: readEvalResults(absolute),
+    evalResults: readEvalResultsFile(absolute),
     evalByStep: readEvalByStep(absolute),
     headMaxLogits: readHeadMaxLogits(absolute),
   };

@@ -10,7 +10,9 @@ import type { Config } from '../config/types';
 import { UserError } from '../errors';
 import { PROGRESS_JSONL_ENV, progressReplayer, silentProgress, type ProgressSink } from './progress';
 import { cliEntry } from '../paths';
-import { removeForForce, writeJson, type RunSummary } from './runfolder';
+import { writeJson } from '../runfolder/atomic';
+import { removeForForce } from '../runfolder/folder';
+import type { RunSummary } from '../runfolder/types';
 import { prepareRun, SIGNAL_EXIT_CODES, trainRun, type TrainResult } from './run';
 
 export interface Arm {

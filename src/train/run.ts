@@ -7,18 +7,21 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { initBackend, maxBindingBytes } from '../backend';
 import { configToYaml, effectiveVocab } from '../config/load';
-import { checkMemory } from '../config/memory';
+import { checkMemory } from '../engine/tfjs/memory';
 import type { Config } from '../config/types';
 import { validationWindows } from '../data/batches';
 import { openTrainingData, type TrainingData } from '../data/dataset';
 import { UserError } from '../errors';
 import { countParams } from '../model/params';
 import { modelSpec, type ModelSpec } from '../model/spec';
-import { latestCheckpoint, restoreTrainingCheckpoint, saveTrainingCheckpoint, type TrainState } from './checkpoint';
-import { MetricsWriter } from './metrics';
+import { restoreTrainingCheckpoint, saveTrainingCheckpoint } from '../engine/tfjs/checkpoint';
+import { latestCheckpoint, type TrainState } from '../runfolder/training-checkpoint';
+import { MetricsWriter } from '../runfolder/metrics';
 import { silentProgress, type ProgressSink } from './progress';
-import { claimRunFolder, gitState, machineInfo, mlactlVersion, readJson, writeJson, type RunManifest, type RunSummary } from './runfolder';
-import { planSteps, Trainer } from './trainer';
+import { readJson, writeJson } from '../runfolder/atomic';
+import { claimRunFolder, gitState, machineInfo, mlactlVersion } from '../runfolder/folder';
+import type { RunManifest, RunSummary } from '../runfolder/types';
+import { planSteps, Trainer } from '../engine/tfjs/trainer';
 import { createHash } from 'crypto';
 
 export interface TrainOptions {
@@ -51,7 +54,7 @@ function completedSummary(dir: string): RunSummary | null {
   const file = path.join(dir, 'summary.json');
   if (!fs.existsSync(file)) return null;
   const summary = readJson<RunSummary>(file);
-  return summary.status === 'completed' && summary.step >= summary.total_steps ? summary : null;
+  return summary.status === 'completed' && summary.total_steps !== null && summary.step >= summary.total_steps ? summary : null;
 }
 
 /** Lets pending signal handlers run: the training loop is otherwise synchronous enough to starve them. */
@@ -147,7 +150,7 @@ export async function trainRun(opts: TrainOptions): Promise<TrainResult> {
     let manifest: RunManifest;
     if (opts.resume && fs.existsSync(manifestFile)) {
       manifest = readJson<RunManifest>(manifestFile);
-      manifest.resumed_at.push(now);
+      manifest.resumed_at = [...(manifest.resumed_at ?? []), now];
       manifest.ended_at = null;
     } else {
       const git = gitState();

@@ -14,7 +14,7 @@ import {
 import { DECODE_CSV_COLUMNS, memoryAccount, presetMemoryAccount } from '../../src/bench/decode-report';
 import { bootstrapMedianInterval, quantile } from '../../src/bench/stats';
 import { configToYaml, loadConfig } from '../../src/config/load';
-import { saveModel } from '../../src/model/checkpoint';
+import { saveModel } from '../../src/engine/tfjs/checkpoint';
 import { disposeParams } from '../../src/model/params';
 import BenchDecode, { type BenchDecodeResult } from '../../src/commands/bench/decode';
 import type { FixedCache } from '../../src/model/decode';

@@ -46,7 +46,7 @@ test('a micro-batch whose attention scores exceed the backend binding limit is r
 });
 
 test('evaluation lowers its scoring batch to what the binding limit holds instead of failing', () => {
-  const { fittingBatch } = require('../../src/eval/run-eval') as typeof import('../../src/eval/run-eval');
+  const { fittingBatch } = require('../../src/inference/scoring') as typeof import('../../src/inference/scoring');
   // paper-400m on WebGPU: 16 x 2048 x 50304 floats would be 6.1 GiB; 5 sequences (1.9 GiB) fit in 2 GiB.
   expect(fittingBatch(16, 2048, 50304, 2147483644)).toBe(5);
   expect(fittingBatch(16, 128, 320, 2147483644)).toBe(16); // small models keep the configured batch

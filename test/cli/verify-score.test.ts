@@ -5,9 +5,9 @@ import * as os from 'os';
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
 import { getTokenizer } from '../../src/data/tokenizer';
-import { saveModel } from '../../src/model/checkpoint';
+import { saveModel } from '../../src/engine/tfjs/checkpoint';
 import { disposeParams } from '../../src/model/params';
-import { loadRunModel, scoreText, TfScoringModel } from '../../src/model/scoring';
+import { loadRunModel, scoreText, TfScoringModel } from '../../src/inference/scoring';
 import { randomParams, tinySpec } from '../helpers';
 
 const ROOT = path.resolve(__dirname, '../..');

@@ -7,9 +7,10 @@ import YAML from 'yaml';
 import { getTokenizer } from '../../src/data/tokenizer';
 import { UserError } from '../../src/errors';
 import { evaluateRun } from '../../src/eval/run-eval';
-import { saveModel } from '../../src/model/checkpoint';
+import { tfjsScorers } from '../../src/inference/scoring';
+import { saveModel } from '../../src/engine/tfjs/checkpoint';
 import { disposeParams } from '../../src/model/params';
-import { loadRunModel, TfScoringModel } from '../../src/model/scoring';
+import { loadRunModel, TfScoringModel } from '../../src/inference/scoring';
 import { randomParams, tinySpec } from '../helpers';
 
 const SEQ_LEN = 16;
@@ -57,7 +58,7 @@ const readItems = (runDir: string, task: string) =>
 describe('evaluateRun', () => {
   it('feeds the whole training window: data.seq_len positions of context and continuation, as training does', async () => {
     const { runDir, ckptDir } = await runFolder();
-    await evaluateRun({ runDir });
+    await evaluateRun({ runDir, openScorer: tfjsScorers('wasm') });
     const items = readItems(runDir, 'boolq');
     expect(items).toHaveLength(2);
     for (const item of items) {
@@ -78,16 +79,29 @@ describe('evaluateRun', () => {
     const file = path.join(dir, 'lambada.jsonl');
     fs.writeFileSync(file, JSON.stringify({ text: `The last word is ${'x'.repeat(SEQ_LEN)}` }) + '\n');
     const { runDir } = await runFolder({ tasks: [`lambada=${file}`] });
-    await expect(evaluateRun({ runDir })).rejects.toThrow(
+    await expect(evaluateRun({ runDir, openScorer: tfjsScorers('wasm') })).rejects.toThrow(
       new RegExp(`^lambada item 0: continuation of ${SEQ_LEN + 1} tokens does not fit in the scoring window of ${SEQ_LEN} positions \\(data\\.seq_len\\)`),
     );
   });
 
   it('refuses a checkpoint whose weights are NaN, naming it, and writes nothing', async () => {
     const { runDir, ckptDir } = await runFolder({ corrupt: true });
-    const failure = evaluateRun({ runDir });
+    const failure = evaluateRun({ runDir, openScorer: tfjsScorers('wasm') });
     await expect(failure).rejects.toThrow(UserError);
     await expect(failure).rejects.toThrow(`${ckptDir} gives log-probability NaN;`);
     expect(fs.existsSync(path.join(runDir, 'eval'))).toBe(false);
+  });
+});
+
+describe('results by item limit', () => {
+  it('a quick look with another --limit goes to eval/limit-N/ and leaves the standard results as they are', async () => {
+    const { runDir } = await runFolder();
+    await evaluateRun({ runDir, openScorer: tfjsScorers('wasm') });
+    const standard = fs.readFileSync(path.join(runDir, 'eval', 'results.json'), 'utf8');
+    expect(JSON.parse(standard).tasks.boolq.n).toBe(2);
+    const quick = await evaluateRun({ runDir, limit: 1, openScorer: tfjsScorers('wasm') });
+    expect(quick.resultsDir).toBe(path.join(runDir, 'eval', 'limit-1'));
+    expect(JSON.parse(fs.readFileSync(path.join(runDir, 'eval', 'limit-1', 'results.json'), 'utf8')).tasks.boolq.n).toBe(1);
+    expect(fs.readFileSync(path.join(runDir, 'eval', 'results.json'), 'utf8')).toBe(standard);
   });
 });

@@ -7,10 +7,11 @@ import * as path from 'path';
 import { initBackend } from '../../src/backend';
 import { systemErrorLine } from '../../src/cli/base';
 import { loadConfig } from '../../src/config/load';
-import { readMetrics, type MetricsRow } from '../../src/train/metrics';
+import { readMetrics } from '../../src/runfolder/metrics';
+import type { MetricsRow } from '../../src/runfolder/types';
 import type { ProgressSink } from '../../src/train/progress';
 import { trainRun } from '../../src/train/run';
-import { claimRunFolder } from '../../src/train/runfolder';
+import { claimRunFolder } from '../../src/runfolder/folder';
 
 const ROOT = path.resolve(__dirname, '../..');
 const BIN = path.join(ROOT, 'bin', 'run.js');
@@ -180,5 +181,18 @@ test('two processes on one run folder: a live lock refuses the second, a dead on
   expect(fs.readFileSync(path.join(runDir, 'run.lock'), 'utf8').trim()).toBe(String(process.pid));
   claim.release();
   expect(fs.existsSync(path.join(runDir, 'run.lock'))).toBe(false);
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+test('an experiment folder given where a run is expected: the error lists its arms', () => {
+  const dir = tmp();
+  const exp = spawnSync(process.execPath, [BIN, 'train', '--config', TINY, ...[...SETS, 'train.tokens=512', 'experiment.variants=[baseline,qk-norm]'].flatMap((s) => ['--set', s]), '--out', dir], { encoding: 'utf8' });
+  expect(exp.status).toBe(0);
+  const expDir = path.join(dir, 'tiny');
+  for (const cmd of [['score', '--run', expDir, '--text', 'It was'], ['eval', '--run', expDir]]) {
+    const r = spawnSync(process.execPath, [BIN, ...cmd], { encoding: 'utf8' });
+    expect(r.status).toBe(2);
+    expect(r.stderr.trim()).toBe(`mlactl: ${expDir}: an experiment folder, not a run; give one of its arms: ${path.join(expDir, 'baseline')}, ${path.join(expDir, 'qk-norm')}`);
+  }
   fs.rmSync(dir, { recursive: true, force: true });
 });

@@ -5,7 +5,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { initBackend } from '../../src/backend';
 import { loadConfig } from '../../src/config/load';
-import { readMetrics } from '../../src/train/metrics';
+import { readMetrics } from '../../src/runfolder/metrics';
 import { trainRun } from '../../src/train/run';
 
 const ROOT = path.resolve(__dirname, '../..');

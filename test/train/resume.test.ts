@@ -3,7 +3,8 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { loadConfig } from '../../src/config/load';
-import { readMetrics, type MetricsRow } from '../../src/train/metrics';
+import { readMetrics } from '../../src/runfolder/metrics';
+import type { MetricsRow } from '../../src/runfolder/types';
 import { trainRun } from '../../src/train/run';
 
 const ROOT = path.resolve(__dirname, '../..');

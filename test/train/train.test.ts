@@ -8,9 +8,9 @@ import { loadConfig } from '../../src/config/load';
 import { memoryTokenStore } from '../../src/data/batches';
 import { modelSpec } from '../../src/model/spec';
 import { runExperiment } from '../../src/train/experiment';
-import { readMetrics } from '../../src/train/metrics';
+import { readMetrics } from '../../src/runfolder/metrics';
 import { trainRun } from '../../src/train/run';
-import { Trainer } from '../../src/train/trainer';
+import { Trainer } from '../../src/engine/tfjs/trainer';
 import { randomTokens } from '../helpers';
 
 const ROOT = path.resolve(__dirname, '../..');

@@ -21,12 +21,11 @@ import {
   type DecodeFiles,
   type MemoryAccount,
 } from '../../bench/decode-report';
-import { MlactlCommand } from '../../cli/base';
+import { backendFlag, MlactlCommand } from '../../cli/base';
 import { loadConfig } from '../../config/load';
-import { BACKENDS, type BackendName } from '../../config/types';
 import { UserError } from '../../errors';
-import { specFromCheckpointConfig, type CheckpointConfigJson } from '../../model/checkpoint';
-import { resolveModelFolder } from '../../model/scoring';
+import { specFromCheckpointConfig, type CheckpointConfigJson } from '../../runfolder/checkpoint';
+import { resolveModelFolder } from '../../inference/scoring';
 import { CACHE_KINDS, modelSpec, type ModelSpec } from '../../model/spec';
 
 export type BenchDecodeResult = DecodeBenchResult & {
@@ -72,7 +71,7 @@ export default class BenchDecode extends MlactlCommand<BenchDecodeResult> {
     config: Flags.string({ char: 'c', description: "a model preset whose attention dims to use (default: DeepSeek-like d 2048, H 16, dc 512, dr 64, dn 128, dv 128)" }),
     set: Flags.string({ description: 'override a key of --config: --set model.qk_norm.key_groups=1 (repeatable)', multiple: true, default: [] }),
     run: Flags.string({ description: 'a run or checkpoint folder whose attention dims to use' }),
-    backend: Flags.string({ description: 'auto|tensorflow|wasm|cpu|webgpu', default: 'auto' }),
+    backend: backendFlag({ default: 'auto' }),
     out: Flags.string({ char: 'o', description: 'output folder (default runs/bench-decode-<timestamp>)' }),
     'max-memory': Flags.string({ description: 'refuse contexts whose estimated peak exceeds this (e.g. 6GB; default: free memory)' }),
     seed: Flags.integer({ description: 'seeds the weights and the token history', default: 0 }),
@@ -95,8 +94,7 @@ export default class BenchDecode extends MlactlCommand<BenchDecodeResult> {
       dims = dimsOfRun(flags.run);
       source = flags.run;
     }
-    if (!(BACKENDS as readonly string[]).includes(flags.backend)) throw new UserError(`--backend: expected one of ${BACKENDS.join('|')}, got ${JSON.stringify(flags.backend)}`);
-    const backend = await initBackend(flags.backend as BackendName);
+    const backend = await initBackend(flags.backend);
     const out = flags.out ?? path.join('runs', `bench-decode-${timestamp()}`);
 
     let result: DecodeBenchResult;

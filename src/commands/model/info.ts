@@ -2,7 +2,7 @@ import * as path from 'path';
 import { Flags } from '@oclif/core';
 import { configFlags, MlactlCommand } from '../../cli/base';
 import { loadConfig } from '../../config/load';
-import { formatModelInfo, modelInfo, specForConfig, type ModelInfo } from '../../model/info';
+import { formatModelInfo, modelInfo, specForConfig, type ModelInfo } from '../../inference/info';
 
 export type ModelInfoResult = ModelInfo & { config: string; name: string };
 

@@ -6,13 +6,11 @@
  */
 import * as fs from 'fs';
 import * as path from 'path';
-import * as tf from '@tensorflow/tfjs';
 import { UserError } from '../errors';
-import { readModelTensors, saveModel, type CheckpointConfigJson } from '../model/checkpoint';
-import { dtypeOf, loadSafetensors, saveSafetensors, showName, type StoredTensor } from '../model/safetensors';
-import { paramInfos } from '../model/params';
-import { writeJson } from './runfolder';
-import type { Trainer } from './trainer';
+import { readModelTensors, writeModelFolder, type CheckpointConfigJson } from './checkpoint';
+import { dtypeOf, loadSafetensors, saveSafetensors, showName, type StoredTensor } from './safetensors';
+import type { ModelSpec } from '../model/spec';
+import { writeJson } from './atomic';
 
 export interface TrainState {
   step: number;
@@ -35,21 +33,29 @@ function testPause(): void {
   if (ms > 0) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
 }
 
-export async function saveTrainingCheckpoint(runDir: string, trainer: Trainer, state: TrainState, tokenizer: CheckpointConfigJson['tokenizer']): Promise<string> {
+/** What an engine hands over to be written as one training checkpoint: host copies, no framework tensors. */
+export interface TrainingCheckpointParts {
+  spec: ModelSpec;
+  tokenizer: CheckpointConfigJson['tokenizer'];
+  model: Record<string, StoredTensor>;
+  /** `__metadata__.optimizer`: adamw or muon. */
+  optimizerName: string;
+  optimizer: Record<string, StoredTensor>;
+}
+
+/**
+ * Write `ckpt/step-N/` for state.step: every file under `.step-N.partial/`, then one rename, so a `step-N` folder
+ * is always whole whatever interrupts the write.
+ */
+export function writeTrainingCheckpoint(runDir: string, parts: TrainingCheckpointParts, state: TrainState): string {
   const root = path.join(runDir, CKPT_DIR);
   const final = path.join(root, `step-${state.step}`);
   const partial = path.join(root, `.step-${state.step}.partial`);
   fs.rmSync(partial, { recursive: true, force: true });
   fs.mkdirSync(partial, { recursive: true });
-  await saveModel(partial, trainer.params, trainer.spec, tokenizer);
+  writeModelFolder(partial, parts.model, parts.spec, parts.tokenizer);
   testPause();
-  const record = trainer.optimizer.stateTensors();
-  const stored: Record<string, StoredTensor> = {};
-  for (const [name, t] of Object.entries(record)) {
-    stored[name] = { shape: t.shape, data: (await t.data()) as Float32Array | Int32Array };
-  }
-  tf.dispose(Object.values(record));
-  saveSafetensors(path.join(partial, 'optimizer.safetensors'), stored, { optimizer: trainer.cfg.train.optimizer });
+  saveSafetensors(path.join(partial, 'optimizer.safetensors'), parts.optimizer, { optimizer: parts.optimizerName });
   writeJson(path.join(partial, 'state.json'), state);
   fs.rmSync(final, { recursive: true, force: true });
   fs.renameSync(partial, final);
@@ -154,20 +160,19 @@ export function readTrainState(dir: string): TrainState {
   return parseTrainState(raw, file, m ? Number(m[1]) : undefined);
 }
 
+/** The optimizer state an engine expects to restore: each key's shape and dtype. */
+export type OptimizerStateLayout = Map<string, { shape: number[]; dtype: 'F32' | 'I32' }>;
+
 /**
- * Checks optimizer.safetensors against the trainer's own optimizer: the same optimizer, exactly its state keys
- * (the format page: "a resume must find exactly these keys"), each of its dtype and shape, and a step equal to
- * state.json's. Refusals name the file and the key.
+ * Checks optimizer.safetensors against the optimizer that will receive it: the same optimizer, exactly its state
+ * keys (the format page: "a resume must find exactly these keys"), each of its dtype and shape, and a step equal
+ * to state.json's. Refusals name the file and the key.
  */
-function checkOptimizerState(file: string, stored: Record<string, StoredTensor>, metadata: Record<string, string>, trainer: Trainer, step: number): void {
-  const optimizer = trainer.cfg.train.optimizer;
+function checkOptimizerState(file: string, stored: Record<string, StoredTensor>, metadata: Record<string, string>, optimizer: string, expected: OptimizerStateLayout, step: number): void {
   if (metadata.optimizer === undefined) throw new UserError(`${file}: __metadata__.optimizer: missing`);
   if (metadata.optimizer !== optimizer) {
     throw new UserError(`${file}: __metadata__.optimizer: ${JSON.stringify(metadata.optimizer)}, but this run's train.optimizer is ${optimizer}`);
   }
-  const live = trainer.optimizer.stateTensors();
-  const expected = new Map(Object.entries(live).map(([key, t]) => [key, { shape: t.shape, dtype: t.dtype === 'int32' ? 'I32' : 'F32' }]));
-  tf.dispose(Object.values(live));
   for (const [key, want] of expected) {
     const t = stored[key];
     if (!t) throw new UserError(`${file}: ${key}: missing`);
@@ -184,27 +189,18 @@ function checkOptimizerState(file: string, stored: Record<string, StoredTensor>,
 }
 
 /**
- * Restore parameters and optimizer state bit-exactly into a freshly built trainer. Every file is read and checked
- * before the first assignment, so a refused checkpoint leaves the trainer as it was.
+ * Read a training checkpoint for a model of `spec` whose optimizer expects `layout`. Every file is read and checked
+ * before anything is returned, so a refused checkpoint leaves the caller's model as it was.
  */
-export function restoreTrainingCheckpoint(dir: string, trainer: Trainer): TrainState {
+export function readTrainingCheckpoint(
+  dir: string,
+  spec: ModelSpec,
+  optimizer: { name: string; layout: OptimizerStateLayout },
+): { state: TrainState; weights: Record<string, Float32Array>; optimizer: Record<string, StoredTensor> } {
   const state = readTrainState(dir);
-  const weights = readModelTensors(path.join(dir, 'model.safetensors'), trainer.spec);
+  const weights = readModelTensors(path.join(dir, 'model.safetensors'), spec);
   const optFile = path.join(dir, 'optimizer.safetensors');
   const opt = loadSafetensors(optFile);
-  checkOptimizerState(optFile, opt.tensors, opt.metadata, trainer, state.step);
-
-  const record: Record<string, tf.Tensor> = {};
-  for (const [name, t] of Object.entries(opt.tensors)) record[name] = tf.tensor(t.data as Float32Array | Int32Array, t.shape, t.data instanceof Int32Array ? 'int32' : 'float32');
-  try {
-    trainer.optimizer.loadState(record);
-  } finally {
-    tf.dispose(Object.values(record));
-  }
-  for (const p of paramInfos(trainer.spec)) {
-    const v = tf.tensor(weights[p.name], p.shape, 'float32');
-    trainer.params[p.name].assign(v);
-    v.dispose();
-  }
-  return state;
+  checkOptimizerState(optFile, opt.tensors, opt.metadata, optimizer.name, optimizer.layout, state.step);
+  return { state, weights, optimizer: opt.tensors };
 }

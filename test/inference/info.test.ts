@@ -1,6 +1,6 @@
 import * as path from 'path';
 import { loadConfig } from '../../src/config/load';
-import { flopsPerToken, formatModelInfo, humanBytes, modelInfo, parameterCounts, specForConfig } from '../../src/model/info';
+import { flopsPerToken, formatModelInfo, humanBytes, modelInfo, parameterCounts, specForConfig } from '../../src/inference/info';
 import { tinySpec } from '../helpers';
 
 const preset = (name: string) => path.resolve(__dirname, '../../configs/models', `${name}.yaml`);

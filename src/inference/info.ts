@@ -5,9 +5,9 @@
 import { effectiveVocab } from '../config/load';
 import type { Config } from '../config/types';
 import { getTokenizer } from '../data/tokenizer';
-import { paramInfos, type ParamInfo } from './params';
-import type { CacheKind, ModelSpec } from './spec';
-import { CACHE_KINDS, cacheNumbersPerToken, cachesFor, modelSpec } from './spec';
+import { paramInfos, type ParamInfo } from '../model/params';
+import type { CacheKind, ModelSpec } from '../model/spec';
+import { CACHE_KINDS, cacheNumbersPerToken, cachesFor, modelSpec } from '../model/spec';
 
 export const CACHE_CONTEXTS = [4096, 32768, 262144] as const;
 const FLOAT32_BYTES = 4;

@@ -4,13 +4,14 @@
  */
 import * as fs from 'fs';
 import * as path from 'path';
-import * as tf from '@tensorflow/tfjs';
 import { VARIANTS, type Variant } from '../config/types';
 import { TOKENIZER_NAMES } from '../data/tokenizer';
 import { UserError } from '../errors';
-import { paramInfos, type Params } from './params';
-import { dtypeOf, loadSafetensors, saveSafetensors, showName, writeFileAtomic } from './safetensors';
-import type { ModelSpec } from './spec';
+import { paramInfos } from '../model/params';
+import { writeFileAtomic } from './atomic';
+import { dtypeOf, loadSafetensors, saveSafetensors, showName, type StoredTensor } from './safetensors';
+import type { ModelSpec } from '../model/spec';
+import { hasQkNorm } from '../model/variants';
 
 export const CHECKPOINT_FORMAT = 'mlactl-mla/1';
 const ATTENTION_SCALE = '1/sqrt(qk_nope_head_dim + qk_rope_head_dim)';
@@ -63,7 +64,7 @@ export function checkpointConfig(s: ModelSpec, tokenizer: CheckpointConfigJson['
     tie_word_embeddings: s.tied,
     attention_scale: ATTENTION_SCALE,
     variant: s.variant,
-    qk_norm: s.variant === 'qk-norm' ? { scope: s.scope, key_groups: s.G, eps: s.qkEps, applied: 'before-rope' } : null,
+    qk_norm: hasQkNorm(s) ? { scope: s.scope, key_groups: s.G, eps: s.qkEps, applied: 'before-rope' } : null,
     tokenizer,
     initializer_range: s.initStd,
   };
@@ -121,8 +122,8 @@ export function parseCheckpointConfig(raw: unknown, source: string): CheckpointC
   if (raw.attention_scale !== undefined) oneOf(raw, 'attention_scale', [ATTENTION_SCALE]);
   const variant = oneOf<Variant>(raw, 'variant', VARIANTS);
   const qk = get(raw, 'qk_norm');
-  if (variant === 'qk-norm') {
-    if (!isObject(qk)) fail('qk_norm', `must be an object for variant qk-norm, got ${shown(qk)}`);
+  if (hasQkNorm({ variant })) {
+    if (!isObject(qk)) fail('qk_norm', `must be an object for variant ${variant}, got ${shown(qk)}`);
     const q = qk as Record<string, unknown>;
     oneOf(q, 'scope', ['full', 'nope'] as const, 'qk_norm.scope');
     const G = positiveInt(q, 'key_groups', 'qk_norm.key_groups');
@@ -186,12 +187,12 @@ export function specFromCheckpointConfig(config: CheckpointConfigJson, source = 
   };
 }
 
-/** Read every parameter back to host memory (one download per tensor) and write the pair of files. */
-export async function saveModel(dir: string, P: Params, s: ModelSpec, tokenizer: CheckpointConfigJson['tokenizer']): Promise<void> {
+/** Write a model folder (model.safetensors + config.json) from host copies of every parameter of `s`. */
+export function writeModelFolder(dir: string, tensors: Record<string, StoredTensor>, s: ModelSpec, tokenizer: CheckpointConfigJson['tokenizer']): void {
   fs.mkdirSync(dir, { recursive: true });
-  const tensors: Record<string, { shape: number[]; data: Float32Array }> = {};
-  for (const p of paramInfos(s)) tensors[p.name] = { shape: p.shape, data: (await P[p.name].data()) as Float32Array };
-  saveSafetensors(path.join(dir, 'model.safetensors'), tensors, { format: CHECKPOINT_FORMAT });
+  const ordered: Record<string, StoredTensor> = {};
+  for (const p of paramInfos(s)) ordered[p.name] = tensors[p.name];
+  saveSafetensors(path.join(dir, 'model.safetensors'), ordered, { format: CHECKPOINT_FORMAT });
   writeFileAtomic(path.join(dir, 'config.json'), JSON.stringify(checkpointConfig(s, tokenizer), null, 2) + '\n');
 }
 
@@ -217,17 +218,10 @@ export function readModelTensors(file: string, spec: ModelSpec): Record<string, 
   return out;
 }
 
-/** Load a model folder; config.json and every tensor are checked before any variable is made. */
-export function loadModel(dir: string): { spec: ModelSpec; params: Record<string, tf.Variable>; config: CheckpointConfigJson } {
+/** Read a model folder; config.json and every tensor are checked before anything is returned. */
+export function readModelFolder(dir: string): { spec: ModelSpec; weights: Record<string, Float32Array>; config: CheckpointConfigJson } {
   const cfgFile = path.join(dir, 'config.json');
   const config = readCheckpointConfig(cfgFile);
   const spec = specFromCheckpointConfig(config, cfgFile);
-  const values = readModelTensors(path.join(dir, 'model.safetensors'), spec);
-  const params: Record<string, tf.Variable> = {};
-  for (const p of paramInfos(spec)) {
-    const value = tf.tensor(values[p.name], p.shape, 'float32');
-    params[p.name] = tf.variable(value, true);
-    value.dispose();
-  }
-  return { spec, params, config };
+  return { spec, weights: readModelTensors(path.join(dir, 'model.safetensors'), spec), config };
 }

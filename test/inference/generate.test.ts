@@ -5,7 +5,7 @@ import * as tf from '@tensorflow/tfjs';
 import Generate, { type GenerateCommandResult } from '../../src/commands/generate';
 import { Rng } from '../../src/data/rng';
 import { byteTokenizer } from '../../src/data/tokenizer';
-import { saveModel } from '../../src/model/checkpoint';
+import { saveModel } from '../../src/engine/tfjs/checkpoint';
 import {
   drawFrom,
   generate,
@@ -14,9 +14,9 @@ import {
   softmaxWithTemperature,
   topKFilter,
   topPFilter,
-} from '../../src/model/generate';
+} from '../../src/inference/generate';
 import { disposeParams } from '../../src/model/params';
-import { loadRunModel } from '../../src/model/scoring';
+import { loadRunModel } from '../../src/inference/scoring';
 import type { ModelSpec } from '../../src/model/spec';
 import { forward } from '../../src/model/transformer';
 import { runCommand, stubOclifConfig } from '../bench/command';

@@ -8,12 +8,12 @@ import * as tf from '@tensorflow/tfjs';
 import type { Config } from '../config/types';
 import { UserError } from '../errors';
 import { specForConfig } from './info';
-import { RopeTables } from './layers';
-import { countParams, disposeParams, initParams, paramInfos, type Params } from './params';
-import { maxRelativeError, referenceForward, type RefWeights } from './reference';
+import { RopeTables } from '../model/layers';
+import { countParams, disposeParams, initParams, paramInfos, type Params } from '../model/params';
+import { maxRelativeError, referenceForward, type RefWeights } from '../model/reference';
 import { loadRunModel } from './scoring';
-import { cachesFor, type CacheKind, type ModelSpec } from './spec';
-import { forward, IncrementalDecoder } from './transformer';
+import { cachesFor, type CacheKind, type ModelSpec } from '../model/spec';
+import { forward, IncrementalDecoder } from '../model/transformer';
 
 export const DEFAULT_VERIFY_TOLERANCE = 1e-5;
 export const DEFAULT_VERIFY_TOKENS = 16;

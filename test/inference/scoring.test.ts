@@ -5,11 +5,11 @@ import * as tf from '@tensorflow/tfjs';
 import { getTokenizer, type Tokenizer } from '../../src/data/tokenizer';
 import { UserError } from '../../src/errors';
 import { loglikelihoodRolling } from '../../src/eval/loglikelihood';
-import { saveModel } from '../../src/model/checkpoint';
+import { saveModel } from '../../src/engine/tfjs/checkpoint';
 import { RopeTables } from '../../src/model/layers';
 import { disposeParams } from '../../src/model/params';
 import { referenceForward, type RefWeights } from '../../src/model/reference';
-import { loadRunModel, scoreText, TfScoringModel } from '../../src/model/scoring';
+import { loadRunModel, scoreText, TfScoringModel } from '../../src/inference/scoring';
 import type { ModelSpec } from '../../src/model/spec';
 import { randomParams, randomTokens, tinySpec, toRefWeights } from '../helpers';
 

@@ -6,8 +6,8 @@
 // the target's logit) and the backward pass recomputes each chunk's logits, so the largest tensor is one chunk's
 // [rows, V] and the micro-batch size is no longer capped by the vocabulary.
 import * as tf from '@tensorflow/tfjs';
-import { maxBindingBytes } from '../backend';
-import { linear, matmul } from '../model/layers';
+import { maxBindingBytes } from '../../backend';
+import { linear, matmul } from '../../model/layers';
 import { accumulate } from './accumulate';
 
 /** Cross-entropy (nats per token) plus the optional z-loss that keeps the softmax normaliser near 1 (PaLM). */

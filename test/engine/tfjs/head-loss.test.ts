@@ -1,8 +1,8 @@
 // The chunked head loss against (1) the whole-logits loss under TensorFlow.js autodiff and (2) an independent
 // float64 computation of the loss and its gradients written out by hand.
 import * as tf from '@tensorflow/tfjs';
-import { initBackend } from '../../src/backend';
-import { chunkedCrossEntropy, headLoss, lossFromLogits } from '../../src/train/head-loss';
+import { initBackend } from '../../../src/backend';
+import { chunkedCrossEntropy, headLoss, lossFromLogits } from '../../../src/engine/tfjs/head-loss';
 
 beforeAll(async () => {
   await initBackend('wasm');

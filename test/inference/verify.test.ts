@@ -4,11 +4,11 @@ import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
 import { loadConfig } from '../../src/config/load';
 import { getTokenizer } from '../../src/data/tokenizer';
-import { saveModel } from '../../src/model/checkpoint';
+import { saveModel } from '../../src/engine/tfjs/checkpoint';
 import { RopeTables } from '../../src/model/layers';
 import { disposeParams, paramInfos } from '../../src/model/params';
 import { IncrementalDecoder } from '../../src/model/transformer';
-import { verificationParams, verifyCheckpoint, verifyConfig, verifyModel, verifyTokens } from '../../src/model/verify';
+import { verificationParams, verifyCheckpoint, verifyConfig, verifyModel, verifyTokens } from '../../src/inference/verify';
 import { randomParams, tinySpec } from '../helpers';
 
 const TINY = path.resolve(__dirname, '../../configs/models/tiny.yaml');

@@ -8,13 +8,17 @@ import * as tf from '@tensorflow/tfjs';
 import { getTokenizer, type Tokenizer } from '../data/tokenizer';
 import { UserError } from '../errors';
 import { DEFAULT_EVAL_BATCH_SIZE, perplexity, rollingWindows, scoreInBatches } from '../eval/loglikelihood';
-import type { ScoringModel, TokenScores } from '../eval/types';
-import { listCheckpoints } from '../train/checkpoint';
-import { loadModel, type CheckpointConfigJson } from './checkpoint';
-import { RopeTables } from './layers';
-import { disposeParams, type Params } from './params';
-import type { ModelSpec } from './spec';
-import { forward } from './transformer';
+import type { OpenScorer, ScoringModel, TokenScores } from '../eval/types';
+import { initBackend, maxBindingBytes } from '../backend';
+import type { BackendName } from '../config/types';
+import { experimentArmsHint } from '../runfolder/folder';
+import { listCheckpoints } from '../runfolder/training-checkpoint';
+import { loadModel } from '../engine/tfjs/checkpoint';
+import type { CheckpointConfigJson } from '../runfolder/checkpoint';
+import { RopeTables } from '../model/layers';
+import { disposeParams, type Params } from '../model/params';
+import type { ModelSpec } from '../model/spec';
+import { forward } from '../model/transformer';
 
 export interface LoadedModel {
   spec: ModelSpec;
@@ -58,6 +62,8 @@ export function resolveModelFolder(runDirOrCkpt: string, step?: number): { dir: 
     }
     return { dir: runDirOrCkpt, step: own };
   }
+  const arms = experimentArmsHint(runDirOrCkpt);
+  if (arms) throw new UserError(arms);
   if (!fs.existsSync(path.join(runDirOrCkpt, 'ckpt'))) {
     throw new UserError(`${runDirOrCkpt}: neither a run folder (no ckpt/) nor a model folder (no model.safetensors + config.json)`);
   }
@@ -258,4 +264,35 @@ export function formatTextScore(r: TextScore, source: { ckptDir: string; step: n
   const where = `${source.ckptDir}${source.step !== null ? `, step ${source.step}` : ''}, ${r.windows} window${r.windows === 1 ? '' : 's'}`;
   lines.push('', `${r.n_tokens} tokens: total ${r.total_logprob.toFixed(4)}, mean ${r.mean_logprob.toFixed(4)}, perplexity ${r.perplexity.toFixed(3)} (${where})`);
   return lines.join('\n');
+}
+
+/**
+ * The scoring batch, lowered where the backend cannot bind its logits (batch x window x vocab floats) in one
+ * buffer (WebGPU: 2 GiB). Scores do not depend on the batch, so unlike training this adapts instead of refusing.
+ */
+export function fittingBatch(batch: number, window: number, vocab: number, limit = maxBindingBytes()): number {
+  if (!limit) return batch;
+  return Math.max(1, Math.min(batch, Math.floor(limit / (window * vocab * 4))));
+}
+
+/**
+ * The TensorFlow.js engine's `OpenScorer`: the training-form forward pass on the chosen backend, over windows of
+ * `window` positions. The checkpoint folder is the scorer's source, named if its weights give NaN.
+ */
+export function tfjsScorers(backend: BackendName = 'auto'): OpenScorer {
+  return async (dir, opts) => {
+    await initBackend(backend);
+    const model = loadRunModel(dir);
+    const batchSize = fittingBatch(opts.batchSize, opts.window, model.spec.vocab);
+    const scorer = new TfScoringModel(model, { batchSize, maxSeqLen: opts.window + 1 });
+    return {
+      tokenizer: scorer.tokenizer,
+      maxSeqLen: scorer.maxSeqLen,
+      windowKey: opts.windowKey,
+      source: model.ckptDir,
+      batchSize,
+      scoreSequences: (seqs) => scorer.scoreSequences(seqs),
+      dispose: () => model.dispose(),
+    };
+  };
 }

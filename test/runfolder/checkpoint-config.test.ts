@@ -4,9 +4,10 @@ import * as os from 'os';
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
 import { UserError } from '../../src/errors';
-import { loadModel, saveModel, specFromCheckpointConfig, type CheckpointConfigJson } from '../../src/model/checkpoint';
+import { loadModel, saveModel } from '../../src/engine/tfjs/checkpoint';
+import { specFromCheckpointConfig, type CheckpointConfigJson } from '../../src/runfolder/checkpoint';
 import { disposeParams } from '../../src/model/params';
-import { loadSafetensors, saveSafetensors } from '../../src/model/safetensors';
+import { loadSafetensors, saveSafetensors } from '../../src/runfolder/safetensors';
 import { randomParams, tinySpec } from '../helpers';
 
 let base: string;

@@ -6,21 +6,8 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { UserError } from '../errors';
+import type { MetricsRow } from './types';
 
-export interface MetricsRow {
-  step: number;
-  tokens: number;
-  lr: number;
-  train_loss: number;
-  val_loss: number | null;
-  grad_norm: number;
-  /** Per layer, max over heads. */
-  max_logit: number[];
-  heads_clipped: number;
-  tokens_per_s: number;
-  elapsed_s: number;
-  batch_hash: string;
-}
 
 // Numbers are written with JavaScript's shortest round-trip form, so reading them back gives the same doubles.
 const csvValue = (v: unknown): string => (v === null || v === undefined ? '' : String(v));

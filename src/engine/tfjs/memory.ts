@@ -8,11 +8,12 @@
 // and within 3x of it). The estimate is meant to stop what cannot run, not to predict a run's footprint.
 
 import * as os from 'os';
-import { UserError } from '../errors';
-import { modelSpec, type ModelSpec } from '../model/spec';
-import { formatBytes, ropeTableBytes } from './limits';
-import { baseConfig } from './load';
-import type { Config } from './types';
+import { UserError } from '../../errors';
+import { modelSpec, type ModelSpec } from '../../model/spec';
+import { formatBytes, ropeTableBytes } from '../../config/limits';
+import { baseConfig } from '../../config/load';
+import type { Config } from '../../config/types';
+import { hasQkNorm } from '../../model/variants';
 
 /** The wasm backend's heap is a 32-bit address space: emscripten's getHeapMax() is 4 GiB minus one 64 KiB page. */
 export const WASM_HEAP_BYTES = 4 * 2 ** 30 - 2 ** 16;
@@ -79,7 +80,7 @@ function paramCounts(s: ModelSpec): { hidden: number; other: number } {
   const query = s.dq > 0 ? s.dq * s.d + queryWidth * s.dq : queryWidth * s.d;
   const attention = query + (s.dc + s.dr) * s.d + s.H * (s.dn + s.dv) * s.dc + s.d * s.H * s.dv;
   const mlp = 3 * s.dff * s.d;
-  const qkNorm = s.variant === 'qk-norm' ? 2 * (s.scope === 'full' ? s.dn + s.dr : s.dn) : 0;
+  const qkNorm = hasQkNorm(s) ? 2 * (s.scope === 'full' ? s.dn + s.dr : s.dn) : 0;
   const norms = 2 * s.d + s.dc + s.dq + qkNorm;
   return { hidden: s.L * (attention + mlp), other: s.vocab * s.d * (s.tied ? 1 : 2) + s.d + s.L * norms };
 }
@@ -93,7 +94,7 @@ function activationFloats(s: ModelSpec, B: number, T: number, logitsCap: number)
     PER_LAYER.latent * (s.dc + s.dr) +
     PER_LAYER.queryRank * s.dq +
     PER_LAYER.mlp * s.dff +
-    (s.variant === 'qk-norm' ? PER_LAYER.qkNorm * s.H * (s.dn + s.dr) : 0);
+    (hasQkNorm(s) ? PER_LAYER.qkNorm * s.H * (s.dn + s.dr) : 0);
   const N = B * T;
   const logits = N * s.vocab <= logitsCap ? PER_LOGIT * N * s.vocab : CHUNKED_HEAD * logitsCap;
   // Each layer also builds its causal mask [T, T], as a Float32Array and as a tensor.

@@ -8,12 +8,13 @@ import { loadConfig } from '../../src/config/load';
 import type { Config } from '../../src/config/types';
 import { memoryTokenStore } from '../../src/data/batches';
 import { UserError } from '../../src/errors';
-import { loadSafetensors, saveSafetensors } from '../../src/model/safetensors';
+import { loadSafetensors, saveSafetensors } from '../../src/runfolder/safetensors';
 import { modelSpec, type ModelSpec } from '../../src/model/spec';
-import { restoreTrainingCheckpoint, saveTrainingCheckpoint, type TrainState } from '../../src/train/checkpoint';
-import { readMetrics } from '../../src/train/metrics';
+import { restoreTrainingCheckpoint, saveTrainingCheckpoint } from '../../src/engine/tfjs/checkpoint';
+import type { TrainState } from '../../src/runfolder/training-checkpoint';
+import { readMetrics } from '../../src/runfolder/metrics';
 import { trainRun } from '../../src/train/run';
-import { Trainer } from '../../src/train/trainer';
+import { Trainer } from '../../src/engine/tfjs/trainer';
 import { randomTokens } from '../helpers';
 
 const ROOT = path.resolve(__dirname, '../..');

@@ -3,18 +3,19 @@
  * checkpoint and print. Everything here is deterministic given the parameters, optimizer state and step number.
  */
 import * as tf from '@tensorflow/tfjs';
-import type { Config } from '../config/types';
-import { batchHash, batchStarts, makeBatch, type TokenStore } from '../data/batches';
-import { RopeTables } from '../model/layers';
-import { headWeight, initParams } from '../model/params';
-import { type ModelSpec } from '../model/spec';
-import { forwardHidden } from '../model/transformer';
+import type { Config } from '../../config/types';
+import { batchHash, batchStarts, makeBatch, type TokenStore } from '../../data/batches';
+import { RopeTables } from '../../model/layers';
+import { headWeight, initParams } from '../../model/params';
+import { type ModelSpec } from '../../model/spec';
+import { unreachable, variantOf } from '../../model/variants';
+import { forwardHidden } from '../../model/transformer';
 import { accumulate } from './accumulate';
 import { headLoss } from './head-loss';
-import { clipByGlobalNorm } from '../optim/gradients';
-import { Optimizer } from '../optim/optimizer';
-import { applyQkClip, planQkClip } from '../optim/qkclip';
-import { learningRate } from '../optim/schedule';
+import { clipByGlobalNorm } from '../../optim/gradients';
+import { Optimizer } from '../../optim/optimizer';
+import { applyQkClip, planQkClip } from '../../optim/qkclip';
+import { learningRate } from '../../optim/schedule';
 
 export interface StepMetrics {
   step: number; // 1-based: the number of optimizer steps taken after this one
@@ -154,7 +155,7 @@ export class Trainer {
     // A non-finite step must not touch the weights: the run stops on it and keeps the last good state.
     if (Number.isFinite(trainLoss) && Number.isFinite(gradNorm)) {
       this.optimizer.step(new Map(names.map((n, i) => [n, clipped[i]])), lr);
-      if (spec.variant === 'qk-clip') headsClipped = applyQkClip(this.params, spec, planQkClip(spec, heads, t.qk_clip));
+      headsClipped = this.afterStep(heads);
     }
     tf.dispose(clipped);
     if (profiling) {
@@ -177,6 +178,19 @@ export class Trainer {
   }
 
   /** Mean cross-entropy over fixed windows, in batches of `batch_size`. */
+  /** The variant's hook after each optimizer step; returns how many heads it rescaled. */
+  private afterStep(maxLogits: number[][]): number {
+    const hook = variantOf(this.spec).afterStep;
+    switch (hook) {
+      case 'none':
+        return 0;
+      case 'qk-clip':
+        return applyQkClip(this.params, this.spec, planQkClip(this.spec, maxLogits, this.cfg.train.qk_clip));
+      default:
+        return unreachable(hook);
+    }
+  }
+
   async evaluate(store: TokenStore, starts: number[]): Promise<number> {
     const T = this.cfg.data.seq_len;
     const B = this.cfg.train.batch_size;

@@ -4,7 +4,7 @@
 import * as os from 'os';
 import * as path from 'path';
 import fs = require('fs');
-import { loadSafetensors, saveSafetensors } from '../../src/model/safetensors';
+import { loadSafetensors, saveSafetensors } from '../../src/runfolder/safetensors';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mlactl-large-'));
 const file = path.join(dir, 'big.safetensors');

@@ -1,25 +1,25 @@
 // The training memory estimate and the check that refuses a config before anything is allocated (issue #10, 11).
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
-import { registerSegmentSum } from '../../src/backend';
-import { loadConfig } from '../../src/config/load';
+import { registerSegmentSum } from '../../../src/backend';
+import { loadConfig } from '../../../src/config/load';
 import {
   checkInferenceMemory,
   checkMemory,
   estimateInferenceMemory,
   estimateTrainingMemory,
   WASM_HEAP_BYTES,
-} from '../../src/config/memory';
-import type { Config } from '../../src/config/types';
-import { UserError } from '../../src/errors';
-import { RopeTables } from '../../src/model/layers';
-import { countParams, headWeight, initParams, paramInfos } from '../../src/model/params';
-import { modelSpec } from '../../src/model/spec';
-import { forward, forwardHidden } from '../../src/model/transformer';
-import { headLoss } from '../../src/train/head-loss';
-import { assignParam } from '../../src/optim/groups';
+} from '../../../src/engine/tfjs/memory';
+import type { Config } from '../../../src/config/types';
+import { UserError } from '../../../src/errors';
+import { RopeTables } from '../../../src/model/layers';
+import { countParams, headWeight, initParams, paramInfos } from '../../../src/model/params';
+import { modelSpec } from '../../../src/model/spec';
+import { forward, forwardHidden } from '../../../src/model/transformer';
+import { headLoss } from '../../../src/engine/tfjs/head-loss';
+import { assignParam } from '../../../src/optim/groups';
 
-const MODELS = path.resolve(__dirname, '../../configs/models');
+const MODELS = path.resolve(__dirname, '../../../configs/models');
 const preset = (name: string, sets: string[] = []): Config => loadConfig(path.join(MODELS, `${name}.yaml`), sets);
 const GiB = 2 ** 30;
 

@@ -2,7 +2,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
-import { loadModel, saveModel } from '../../src/model/checkpoint';
+import { loadModel, saveModel } from '../../src/engine/tfjs/checkpoint';
 import { disposeParams, paramInfos } from '../../src/model/params';
 import { randomParams, tinySpec } from '../helpers';
 

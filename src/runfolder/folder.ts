@@ -7,53 +7,9 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { UserError } from '../errors';
-import { writeFileAtomic } from '../model/safetensors';
 
 import { PACKAGE_ROOT } from '../paths';
-
-export type RunStatus = 'completed' | 'diverged' | 'interrupted' | 'running';
-
-export interface RunSummary {
-  status: RunStatus;
-  arm: string;
-  experiment: string | null;
-  variant: string;
-  seed: number;
-  lr: number;
-  step: number;
-  total_steps: number;
-  tokens: number;
-  final_train_loss: number | null;
-  final_val_loss: number | null;
-  best_val_loss: number | null;
-  diverged_at_step: number | null;
-  max_logit_peak: number | null;
-  heads_clipped_total: number;
-  tokens_per_s: number | null;
-  elapsed_s: number;
-}
-
-export interface RunManifest {
-  mlactl_version: string;
-  git_commit: string | null;
-  git_dirty: boolean | null;
-  backend: string;
-  backend_reason: string;
-  device: string;
-  node_version: string;
-  machine: { platform: string; arch: string; cpus: number; cpu_model: string; total_mem_gib: number; hostname: string };
-  data_source: string;
-  data_hash: string;
-  data_origin: string;
-  tokenizer: string;
-  tokenizer_hash: string;
-  val_hash: string;
-  split: { train: number; val: number; test: number; test_ids: string[] };
-  parameters: number;
-  started_at: string;
-  ended_at: string | null;
-  resumed_at: string[];
-}
+import type { ExperimentFile, RunManifest } from './types';
 
 export function mlactlVersion(): string {
   return (JSON.parse(fs.readFileSync(path.join(PACKAGE_ROOT, 'package.json'), 'utf8')) as { version: string }).version;
@@ -79,18 +35,6 @@ export function machineInfo(): RunManifest['machine'] {
     total_mem_gib: Math.round((os.totalmem() / 2 ** 30) * 10) / 10,
     hostname: os.hostname(),
   };
-}
-
-export function writeJson(file: string, value: unknown): void {
-  writeFileAtomic(file, JSON.stringify(value, null, 2) + '\n');
-}
-
-export function readJson<T>(file: string): T {
-  try {
-    return JSON.parse(fs.readFileSync(file, 'utf8')) as T;
-  } catch (e) {
-    throw new UserError(`${file}: ${fs.existsSync(file) ? 'invalid JSON' : 'file not found'}`);
-  }
 }
 
 const LOCK = 'run.lock';
@@ -177,4 +121,20 @@ export function claimRunFolder(dir: string, mode: { resume: boolean; force: bool
       }
     },
   };
+}
+
+/**
+ * For a folder given where a run or model folder was expected: when it is an experiment folder, the error lists
+ * its arms (the run folders inside), so the user can pick one; otherwise null.
+ */
+export function experimentArmsHint(dir: string): string | null {
+  const file = path.join(dir, 'experiment.json');
+  if (!fs.existsSync(file)) return null;
+  let arms: string[] = [];
+  try {
+    arms = (JSON.parse(fs.readFileSync(file, 'utf8')) as ExperimentFile).arms.map((a) => path.join(dir, a.dir));
+  } catch {
+    arms = fs.readdirSync(dir).filter((e) => fs.existsSync(path.join(dir, e, 'config.resolved.yaml'))).map((e) => path.join(dir, e));
+  }
+  return `${dir}: an experiment folder, not a run; give one of its arms: ${arms.join(', ')}`;
 }

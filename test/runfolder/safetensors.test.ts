@@ -7,7 +7,8 @@ import * as path from 'path';
 import fs = require('fs');
 import { UserError } from '../../src/errors';
 import { paramInfos } from '../../src/model/params';
-import { decodeSafetensors, encodeSafetensors, loadSafetensors, saveSafetensors, writeFileAtomic, type StoredTensor } from '../../src/model/safetensors';
+import { writeFileAtomic } from '../../src/runfolder/atomic';
+import { decodeSafetensors, encodeSafetensors, loadSafetensors, saveSafetensors, type StoredTensor } from '../../src/runfolder/safetensors';
 import { tinySpec } from '../helpers';
 
 const tmp = (): string => fs.mkdtempSync(path.join(os.tmpdir(), 'mlactl-st-'));

@@ -7,10 +7,10 @@ import * as tf from '@tensorflow/tfjs';
 import { Rng } from '../data/rng';
 import type { Tokenizer } from '../data/tokenizer';
 import { UserError } from '../errors';
-import type { RopeTables } from './layers';
-import type { Params } from './params';
-import { CACHE_KINDS, cachesFor, defaultCache, type CacheKind, type ModelSpec } from './spec';
-import { IncrementalDecoder } from './transformer';
+import type { RopeTables } from '../model/layers';
+import type { Params } from '../model/params';
+import { CACHE_KINDS, cachesFor, defaultCache, type CacheKind, type ModelSpec } from '../model/spec';
+import { IncrementalDecoder } from '../model/transformer';
 
 export interface SamplingOptions {
   /** Divides the logits; 0 means greedy (always the most likely token). */
