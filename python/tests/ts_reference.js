@@ -58,7 +58,7 @@ async function run(task, tf) {
       // tensors: {name: {shape, dtype: 'F32'|'I32', values}}
       const stored = {};
       for (const [name, t] of Object.entries(task.tensors)) stored[name] = { shape: t.shape, data: t.dtype === 'I32' ? Int32Array.from(t.values) : Float32Array.from(t.values) };
-      req('model/safetensors').saveSafetensors(task.file, stored, task.metadata);
+      req('runfolder/safetensors').saveSafetensors(task.file, stored, task.metadata);
       return null;
     }
     case 'init_checkpoint': {
@@ -67,8 +67,8 @@ async function run(task, tf) {
       const cfg = resolveConfigObject(task.config);
       const spec = specOf(task.spec);
       const { memoryTokenStore } = req('data/batches');
-      const { Trainer } = req('train/trainer');
-      const { saveTrainingCheckpoint } = req('train/checkpoint');
+      const { Trainer } = req('engine/tfjs/trainer');
+      const { saveTrainingCheckpoint } = req('engine/tfjs/checkpoint');
       const trainer = new Trainer(cfg, spec, memoryTokenStore(task.train_tokens || [0, 1, 2]));
       const state = {
         step: 0, tokens: 0, data_cursor: { seed: cfg.data.seed, step: 0 },
@@ -82,7 +82,7 @@ async function run(task, tf) {
     }
     case 'load_and_forward': {
       // Load a model folder (strictly, as `mlactl score` does) and return its logits on `tokens`.
-      const { loadModel } = req('model/checkpoint');
+      const { loadModel } = req('engine/tfjs/checkpoint');
       const { spec, params } = loadModel(task.dir);
       const out = logitsOf(tf, params, spec, task.tokens);
       Object.values(params).forEach((v) => v.dispose());
@@ -93,8 +93,8 @@ async function run(task, tf) {
       const { resolveConfigObject } = req('config/load');
       const cfg = resolveConfigObject(task.config);
       const { memoryTokenStore } = req('data/batches');
-      const { Trainer } = req('train/trainer');
-      const { restoreTrainingCheckpoint } = req('train/checkpoint');
+      const { Trainer } = req('engine/tfjs/trainer');
+      const { restoreTrainingCheckpoint } = req('engine/tfjs/checkpoint');
       const trainer = new Trainer(cfg, specOf(task.spec), memoryTokenStore([0, 1, 2]));
       const state = restoreTrainingCheckpoint(task.dir, trainer);
       const steps = trainer.step;
@@ -107,8 +107,8 @@ async function run(task, tf) {
       const cfg = resolveConfigObject(task.config);
       const spec = specOf(task.spec);
       const { memoryTokenStore } = req('data/batches');
-      const { Trainer } = req('train/trainer');
-      const { saveTrainingCheckpoint } = req('train/checkpoint');
+      const { Trainer } = req('engine/tfjs/trainer');
+      const { saveTrainingCheckpoint } = req('engine/tfjs/checkpoint');
       const trainer = new Trainer(cfg, spec, memoryTokenStore(task.train_tokens));
       trainer.plan.totalSteps = task.total_steps;
       trainer.plan.warmupSteps = task.warmup_steps;

@@ -5,7 +5,7 @@ import { stringify } from 'csv-stringify/sync';
 import { loadConfig } from '../config/load';
 import { writeFileAtomic } from '../runfolder/atomic';
 import { CONFIGS_DIR } from '../paths';
-import { CACHE_KINDS, cacheNumbersPerToken, modelSpec, type CacheKind, type ModelSpec } from '../model/spec';
+import { CACHE_KINDS, cacheNumbersPerToken, configSpec, type CacheKind, type ModelSpec } from '../model/spec';
 import { PLOT_FONT, renderSvgs, svgToPng } from '../report/render';
 import { BYTES_PER_NUMBER, formatBytes, formatContext, type DecodeBenchResult } from './decode';
 
@@ -49,7 +49,7 @@ export function memoryAccount(model: string, s: ModelSpec, contexts = MEMORY_CON
 /** The paper-400m preset's account (its dims read through the config loader, so the preset stays the source). */
 export function presetMemoryAccount(file = MEMORY_PRESET): MemoryAccount {
   const cfg = loadConfig(file);
-  return memoryAccount(cfg.name, { ...modelSpec(cfg.model, cfg.model.vocab_size || 1), variant: 'qk-norm' });
+  return memoryAccount(cfg.name, { ...configSpec(cfg), variant: 'qk-norm' });
 }
 
 export function formatMemoryAccount(m: MemoryAccount): string[] {

@@ -7,7 +7,7 @@ import { printable, UserError } from '../errors';
 import { detokenize, loadBrown, type BrownDoc, type TaggedWord } from '../data/brown';
 import { hashString, Rng } from '../data/rng';
 import { splitGroupedDocuments } from '../data/split';
-import type { TaskDefinition } from './tasks';
+import type { TaskDefinition } from './types';
 import type { MetricName, MultipleChoiceItem, TaskItem } from './types';
 
 export interface BrownSplitOptions {

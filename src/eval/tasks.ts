@@ -9,32 +9,11 @@ import { CONFIGS_DIR } from '../paths';
 import { RAW_FORMATS, readRawTask, siblingLabelsFile } from './formats';
 import { BROWN_GENERATORS, type BrownSplitOptions } from './brown-tasks';
 import { METRICS } from './metrics';
-import type { MetricName, TaskItem } from './types';
+import type { MetricName, TaskDefinition, TaskItem } from './types';
 
 /** configs/tasks/ of the package; the same two levels up from src/eval/ and dist/eval/. */
 export const DEFAULT_TASKS_DIR = path.join(CONFIGS_DIR, 'tasks');
 
-export interface TaskDefinition {
-  name: string;
-  /** Bumped whenever the items or their scoring change, so results of different versions are never compared. */
-  version: number;
-  /** A raw format (formats.ts) or a built-in generator (brown-tasks.ts). */
-  format: string;
-  kind: TaskItem['kind'];
-  /** What the items are made from (informational). */
-  source: string;
-  /** Raw fields read (informational). */
-  fields: string[];
-  /** How the context is written (informational; the code is the format's parser). */
-  prompt: string;
-  /** Put between context and each choice (or target): the continuation scored is `delimiter + choice`. */
-  delimiter: string;
-  metrics: MetricName[];
-  /** Generator parameters of built-in tasks (e.g. items, choices). */
-  params: Record<string, number>;
-  /** The YAML it was read from. */
-  file: string;
-}
 
 const TASK_NAME = /^[a-z0-9][a-z0-9_-]*$/;
 

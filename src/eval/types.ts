@@ -87,3 +87,26 @@ export interface TargetItem {
 export type TaskItem = MultipleChoiceItem | PartialItem | TargetItem;
 
 export type MetricName = 'acc' | 'acc_norm' | 'acc_bytes' | 'perplexity';
+
+/** A task's declarative file (configs/tasks/*.yaml), as read and checked by tasks.ts. */
+export interface TaskDefinition {
+  name: string;
+  /** Bumped whenever the items or their scoring change, so results of different versions are never compared. */
+  version: number;
+  /** A raw format (formats.ts) or a built-in generator (brown-tasks.ts). */
+  format: string;
+  kind: TaskItem['kind'];
+  /** What the items are made from (informational). */
+  source: string;
+  /** Raw fields read (informational). */
+  fields: string[];
+  /** How the context is written (informational; the code is the format's parser). */
+  prompt: string;
+  /** Put between context and each choice (or target): the continuation scored is `delimiter + choice`. */
+  delimiter: string;
+  metrics: MetricName[];
+  /** Generator parameters of built-in tasks (e.g. items, choices). */
+  params: Record<string, number>;
+  /** The YAML it was read from. */
+  file: string;
+}

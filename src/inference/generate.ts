@@ -9,7 +9,8 @@ import type { Tokenizer } from '../data/tokenizer';
 import { UserError } from '../errors';
 import type { RopeTables } from '../model/layers';
 import type { Params } from '../model/params';
-import { CACHE_KINDS, cachesFor, defaultCache, type CacheKind, type ModelSpec } from '../model/spec';
+import { CACHE_KINDS, type CacheKind, type ModelSpec } from '../model/spec';
+import { cachesFor, defaultCache } from '../model/variants';
 import { IncrementalDecoder } from '../model/transformer';
 
 export interface SamplingOptions {

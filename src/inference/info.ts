@@ -2,12 +2,10 @@
  * What a model configuration costs: parameters by component, FLOPs per token, and decode-cache memory for each
  * cache kind. Everything is computed from the shapes (no tensors), so it is instant even for large presets.
  */
-import { effectiveVocab } from '../config/load';
-import type { Config } from '../config/types';
-import { getTokenizer } from '../data/tokenizer';
 import { paramInfos, type ParamInfo } from '../model/params';
 import type { CacheKind, ModelSpec } from '../model/spec';
-import { CACHE_KINDS, cacheNumbersPerToken, cachesFor, modelSpec } from '../model/spec';
+import { CACHE_KINDS, cacheNumbersPerToken } from '../model/spec';
+import { cachesFor } from '../model/variants';
 
 export const CACHE_CONTEXTS = [4096, 32768, 262144] as const;
 const FLOAT32_BYTES = 4;
@@ -175,7 +173,3 @@ export function formatModelInfo(info: ModelInfo, name: string): string {
   return lines.join('\n');
 }
 
-/** The model a config describes, with `vocab_size: 0` resolved from the configured tokenizer. */
-export function specForConfig(cfg: Config): ModelSpec {
-  return modelSpec(cfg.model, effectiveVocab(cfg.model, getTokenizer(cfg.data.tokenizer).vocabSize));
-}

@@ -7,12 +7,13 @@
 import * as tf from '@tensorflow/tfjs';
 import type { Config } from '../config/types';
 import { UserError } from '../errors';
-import { specForConfig } from './info';
+import { configSpec } from '../model/spec';
 import { RopeTables } from '../model/layers';
 import { countParams, disposeParams, initParams, paramInfos, type Params } from '../model/params';
 import { maxRelativeError, referenceForward, type RefWeights } from '../model/reference';
 import { loadRunModel } from './scoring';
-import { cachesFor, type CacheKind, type ModelSpec } from '../model/spec';
+import type { CacheKind, ModelSpec } from '../model/spec';
+import { cachesFor } from '../model/variants';
 import { forward, IncrementalDecoder } from '../model/transformer';
 
 export const DEFAULT_VERIFY_TOLERANCE = 1e-5;
@@ -175,7 +176,7 @@ export interface VerifySourceReport extends VerifyReport {
 
 /** Check a config's freshly initialised model (norm weights perturbed, see `verificationParams`). */
 export async function verifyConfig(cfg: Config, source: string, opts: VerifyOptions = {}): Promise<VerifySourceReport> {
-  const s = specForConfig(cfg);
+  const s = configSpec(cfg);
   const P = verificationParams(s, cfg.seed);
   const rope = new RopeTables(s.dr, s.maxSeqLen, s.ropeTheta, [0, s.dn]);
   try {

@@ -1,5 +1,6 @@
-import type { ModelConfig } from '../config/types';
-import { variantOf } from './variants';
+import { effectiveKeyGroups, effectiveVocab } from '../config/load';
+import type { Config, ModelConfig } from '../config/types';
+import { getTokenizer } from '../data/tokenizer';
 
 /**
  * The model's dimensions with the short names of the design note (`shared/design/mla-math.md`):
@@ -41,7 +42,7 @@ export function modelSpec(m: ModelConfig, vocab = m.vocab_size): ModelSpec {
     dr: m.qk_rope_head_dim,
     dv: m.v_head_dim,
     dff: m.d_ff,
-    G: m.qk_norm.key_groups > 0 ? m.qk_norm.key_groups : m.n_heads,
+    G: effectiveKeyGroups(m),
     scope: m.qk_norm.scope,
     qkEps: m.qk_norm.eps,
     normEps: m.norm_eps,
@@ -50,6 +51,14 @@ export function modelSpec(m: ModelConfig, vocab = m.vocab_size): ModelSpec {
     tied: m.tie_embeddings,
     initStd: m.init_std,
   };
+}
+
+/**
+ * The one way from a config to the model it describes: the vocabulary resolved against the data's tokenizer
+ * (`model.vocab_size: 0` sizes it from the tokenizer), key groups resolved (`0`: one per head).
+ */
+export function configSpec(cfg: Pick<Config, 'model' | 'data'>): ModelSpec {
+  return modelSpec(cfg.model, effectiveVocab(cfg.model, getTokenizer(cfg.data.tokenizer).vocabSize));
 }
 
 /** Width of the QK-norm weights: the whole head (dn+dr) for scope `full`, the content slice for `nope`. */
@@ -64,16 +73,6 @@ export function attentionScale(s: ModelSpec): number {
 
 export type CacheKind = 'latent' | 'latent+invrms' | 'full-key';
 export const CACHE_KINDS: readonly CacheKind[] = ['latent', 'latent+invrms', 'full-key'];
-
-/** Which decode caches can serve a variant: plain latent decode cannot apply QK-norm, the paper's cache needs it. */
-export function cachesFor(s: ModelSpec): CacheKind[] {
-  return [...variantOf(s).caches];
-}
-
-/** The cache a decoder should use by default: the cheapest exact one. */
-export function defaultCache(s: ModelSpec): CacheKind {
-  return variantOf(s).caches[0];
-}
 
 /** Numbers stored per token per layer by each cache (design note §2, §4). */
 export function cacheNumbersPerToken(s: ModelSpec, kind: CacheKind): number {

@@ -14,7 +14,8 @@ import {
 import { linear, rmsNorm, RopeTables, swiglu } from './layers';
 import { headWeight, layerPrefix, type Params } from './params';
 import type { CacheKind, ModelSpec } from './spec';
-import { cacheNumbersPerToken, cachesFor } from './spec';
+import { cacheNumbersPerToken } from './spec';
+import { cachesFor } from './variants';
 
 export interface ForwardResult {
   logits: tf.Tensor3D; // [B, T, V]

@@ -62,6 +62,16 @@ export function hasQkNorm(s: Pick<ModelSpec, 'variant'>): boolean {
   }
 }
 
+/** Which decode caches can serve a variant: plain latent decode cannot apply QK-norm, the paper's cache needs it. */
+export function cachesFor(s: Pick<ModelSpec, 'variant'>): CacheKind[] {
+  return [...variantOf(s).caches];
+}
+
+/** The cache a decoder should use by default: the cheapest exact one. */
+export function defaultCache(s: Pick<ModelSpec, 'variant'>): CacheKind {
+  return variantOf(s).caches[0];
+}
+
 /** Compile-time exhaustiveness: a new member of a union that a switch forgot is a type error at the call. */
 export function unreachable(value: never): never {
   throw new Error(`unhandled case ${String(value)}`);

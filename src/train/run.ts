@@ -1,28 +1,26 @@
 /**
- * One training run, from a resolved config to a run folder: validate everything that can be wrong with the input
- * before the folder exists, then train with periodic validation and checkpoints, and leave a summary whatever
- * happens (completed, diverged, interrupted).
+ * One training run, from a resolved config to a run folder, whichever engine trains it: validate everything that
+ * can be wrong with the input before the folder exists, hand the engine a job, turn its events into the run
+ * folder's metrics, summary and progress, and leave a summary whatever happens (completed, diverged, interrupted).
  */
 import * as fs from 'fs';
 import * as path from 'path';
-import { initBackend, maxBindingBytes } from '../backend';
-import { configToYaml, effectiveVocab } from '../config/load';
-import { checkMemory } from '../engine/tfjs/memory';
+import { createHash } from 'crypto';
+import { configToYaml } from '../config/load';
 import type { Config } from '../config/types';
 import { validationWindows } from '../data/batches';
 import { openTrainingData, type TrainingData } from '../data/dataset';
+import { engineFor } from '../engine';
+import { intervalsOf, planSteps, StopRequest, type TrainEvent, type TrainingEngine, type TrainJob } from '../engine/types';
 import { UserError } from '../errors';
 import { countParams } from '../model/params';
-import { modelSpec, type ModelSpec } from '../model/spec';
-import { restoreTrainingCheckpoint, saveTrainingCheckpoint } from '../engine/tfjs/checkpoint';
-import { latestCheckpoint, type TrainState } from '../runfolder/training-checkpoint';
-import { MetricsWriter } from '../runfolder/metrics';
-import { silentProgress, type ProgressSink } from './progress';
+import { configSpec, type ModelSpec } from '../model/spec';
 import { readJson, writeJson } from '../runfolder/atomic';
 import { claimRunFolder, gitState, machineInfo, mlactlVersion } from '../runfolder/folder';
-import type { RunManifest, RunSummary } from '../runfolder/types';
-import { planSteps, Trainer } from '../engine/tfjs/trainer';
-import { createHash } from 'crypto';
+import { MetricsWriter } from '../runfolder/metrics';
+import { latestCheckpoint, readTrainState } from '../runfolder/training-checkpoint';
+import type { EngineInfo, RunManifest, RunSummary } from '../runfolder/types';
+import { silentProgress, type ProgressSink } from './progress';
 
 export interface TrainOptions {
   config: Config;
@@ -57,9 +55,6 @@ function completedSummary(dir: string): RunSummary | null {
   return summary.status === 'completed' && summary.total_steps !== null && summary.step >= summary.total_steps ? summary : null;
 }
 
-/** Lets pending signal handlers run: the training loop is otherwise synchronous enough to starve them. */
-const yieldToEvents = () => new Promise<void>((resolve) => setImmediate(resolve));
-
 /** Everything derived from the config that can fail on bad input, computed before any file is written. */
 export interface PreparedRun {
   cfg: Config;
@@ -70,8 +65,7 @@ export interface PreparedRun {
 
 export function prepareRun(cfg: Config): PreparedRun {
   const data = openTrainingData(cfg.data);
-  const vocab = effectiveVocab(cfg.model, data.tokenizer.vocabSize);
-  const spec = modelSpec(cfg.model, vocab);
+  const spec = configSpec(cfg);
   const plan = planSteps(cfg);
   if (plan.totalSteps < 1) {
     throw new UserError(
@@ -91,54 +85,41 @@ function valHash(data: TrainingData, starts: number[], seqLen: number): string {
   return h.digest('hex').slice(0, 16);
 }
 
-/**
- * The biggest activation of a training step, per sequence of the micro-batch: the attention scores [H, T, T] or
- * the MLP's hidden [T, d_ff]. (The logits [T, V] are not: the head loss builds them in chunks under the limit,
- * src/train/head-loss.ts.) A tensor over the backend's binding limit is refused before any work.
- */
-export function checkTensorSizes(cfg: Config, spec: ModelSpec, backendName: string, limit = maxBindingBytes()): void {
-  if (!limit) return;
-  const T = cfg.data.seq_len;
-  const perSequence = Math.max(spec.H * T * T, T * cfg.model.d_ff) * 4;
-  const bytes = cfg.train.batch_size * perSequence;
-  if (bytes <= limit) return;
-  const fits = Math.max(1, Math.floor(limit / perSequence));
-  throw new UserError(
-    `train.batch_size: ${cfg.train.batch_size} sequences of ${T} tokens make a ${(bytes / 2 ** 30).toFixed(2)} GiB activation (attention scores or MLP hidden), over ${backendName}'s ${(limit / 2 ** 30).toFixed(2)} GiB binding limit; use train.batch_size <= ${fits} and raise train.grad_accum to keep the tokens per step`,
-  );
-}
-
 export async function trainRun(opts: TrainOptions): Promise<TrainResult> {
   const cfg = opts.config;
   const progress = opts.progress ?? silentProgress;
-  const backend = await initBackend(cfg.backend);
+  const engine: TrainingEngine = await engineFor(cfg);
   const prepared = prepareRun(cfg);
   const { data, spec, valStarts } = prepared;
+  const dir = opts.runDir;
+  const plan = planSteps(cfg);
+  const tokenizer = { name: data.tokenizer.name, hash: data.tokenizer.hash, eos: data.tokenizer.eos };
+  const job: TrainJob = {
+    cfg, spec, runDir: dir, data, valStarts, plan, every: intervalsOf(cfg, plan), resumeFrom: null, stopAfterSteps: opts.stopAfterSteps ?? null, tokenizer,
+  };
+  let engineInfo: EngineInfo;
   try {
-    checkTensorSizes(cfg, spec, backend.name);
     // Before the run folder is claimed and before anything is allocated: a refused run leaves nothing behind.
-    checkMemory(cfg, spec.vocab, backend.name);
+    engineInfo = await engine.prepare(job);
   } catch (e) {
     data.close();
     throw e;
   }
   if (opts.resume) {
-    const done = completedSummary(opts.runDir);
+    const done = completedSummary(dir);
     if (done) {
-      progress.note(`${opts.arm ?? path.basename(opts.runDir)}: already completed (step ${done.step}/${done.total_steps}); left as it is`);
+      progress.note(`${opts.arm ?? path.basename(dir)}: already completed (step ${done.step}/${done.total_steps}); left as it is`);
       data.close();
-      return { runDir: opts.runDir, summary: done, exitCode: 0 };
+      return { runDir: dir, summary: done, exitCode: 0 };
     }
   }
-  const claim = claimRunFolder(opts.runDir, { resume: !!opts.resume, force: !!opts.force });
-  const dir = opts.runDir;
-  let trainer: Trainer | undefined;
-  const stopSignal = { requested: '' };
+  const claim = claimRunFolder(dir, { resume: !!opts.resume, force: !!opts.force });
+  const stop = new StopRequest();
   const onSignal = (sig: string) => () => {
     // A second signal means "now": the last complete checkpoint is still there to resume from.
-    if (stopSignal.requested) process.exit(SIGNAL_EXIT_CODES[sig]);
-    stopSignal.requested = sig;
+    if (stop.requested) process.exit(SIGNAL_EXIT_CODES[sig]);
     progress.note(`${sig}: stopping after this step and writing a checkpoint (send it again to stop at once)`);
+    stop.request(sig);
   };
   const sigint = onSignal('SIGINT');
   const sigterm = onSignal('SIGTERM');
@@ -158,9 +139,10 @@ export async function trainRun(opts: TrainOptions): Promise<TrainResult> {
         mlactl_version: mlactlVersion(),
         git_commit: git.commit,
         git_dirty: git.dirty,
-        backend: backend.name,
-        backend_reason: backend.reason,
-        device: backend.device,
+        backend: engineInfo.backend,
+        backend_reason: engineInfo.reason,
+        device: engineInfo.device,
+        engine: engineInfo,
         node_version: process.version,
         machine: machineInfo(),
         data_source: cfg.data.source,
@@ -179,70 +161,55 @@ export async function trainRun(opts: TrainOptions): Promise<TrainResult> {
     fs.writeFileSync(path.join(dir, 'config.resolved.yaml'), configToYaml(cfg));
     writeJson(manifestFile, manifest);
 
-    trainer = new Trainer(cfg, spec, data.train);
     const metrics = new MetricsWriter(dir, spec.L);
-    const tokInfo = { name: data.tokenizer.name, hash: data.tokenizer.hash, eos: data.tokenizer.eos };
-    let state: TrainState = {
-      step: 0,
-      tokens: 0,
-      data_cursor: { seed: cfg.data.seed, step: 0 },
-      schedule: { step: 0, total_steps: trainer.plan.totalSteps, warmup_steps: trainer.plan.warmupSteps },
-      elapsed_s: 0,
-      best_val_loss: null,
-      last_val_loss: null,
-      heads_clipped_total: 0,
-      max_logit_peak: null,
-    };
     const ckpt = opts.resume ? latestCheckpoint(dir) : null;
+    // The summary's running totals start where the checkpoint's state.json left them.
+    const totals = ckpt
+      ? readTrainState(ckpt.dir)
+      : { step: 0, tokens: 0, elapsed_s: 0, best_val_loss: null, last_val_loss: null, heads_clipped_total: 0, max_logit_peak: null };
     if (ckpt) {
-      state = restoreTrainingCheckpoint(ckpt.dir, trainer);
-      progress.note(`resuming ${dir} from ${path.relative(dir, ckpt.dir)} (step ${state.step})`);
+      job.resumeFrom = ckpt.dir;
+      progress.note(`resuming ${dir} from ${path.relative(dir, ckpt.dir)} (step ${totals.step})`);
     }
-    const torn = metrics.truncateAfter(state.step);
+    const torn = metrics.truncateAfter(totals.step);
     for (const file of torn) progress.note(`${file}: dropped a torn last line (left by an interrupted write)`);
-    // The untrained model is checkpointed too: evaluations compare against it, and it costs one model's bytes.
-    if (!ckpt) await saveTrainingCheckpoint(dir, trainer, state, tokInfo);
 
-    const { totalSteps, tokensPerStep } = trainer.plan;
+    const { totalSteps, tokensPerStep } = plan;
     const lastStep = Math.min(totalSteps, opts.stopAfterSteps ?? totalSteps);
-    // An interval of 0 tokens means "only at the end of the run".
-    const every = (tokens: number) => (tokens > 0 ? Math.max(1, Math.round(tokens / tokensPerStep)) : Infinity);
-    const evalEvery = every(cfg.train.eval_every_tokens);
-    const ckptEvery = every(cfg.train.ckpt_every_tokens);
     const label = opts.arm ?? path.basename(dir);
-    const summaryOf = (status: RunSummary['status'], lastLoss: number | null, tps: number | null, divergedAt: number | null): RunSummary => ({
+    let lastLoss: number | null = null;
+    let tps: number | null = null;
+    let divergedAt: number | null = null;
+    const summaryOf = (status: RunSummary['status']): RunSummary => ({
       status,
       arm: label,
       experiment: opts.experiment ?? null,
       variant: cfg.model.variant,
       seed: cfg.seed,
       lr: cfg.train.lr,
-      step: state.step,
+      step: totals.step,
       total_steps: totalSteps,
-      tokens: state.tokens,
+      tokens: totals.tokens,
       final_train_loss: lastLoss,
-      final_val_loss: state.last_val_loss,
-      best_val_loss: state.best_val_loss,
+      final_val_loss: totals.last_val_loss,
+      best_val_loss: totals.best_val_loss,
       diverged_at_step: divergedAt,
-      max_logit_peak: state.max_logit_peak,
-      heads_clipped_total: state.heads_clipped_total,
+      max_logit_peak: totals.max_logit_peak,
+      heads_clipped_total: totals.heads_clipped_total,
       tokens_per_s: tps,
-      elapsed_s: state.elapsed_s,
+      elapsed_s: totals.elapsed_s,
     });
 
-    progress.start(totalSteps * tokensPerStep, state.tokens, label);
-    const t0 = Date.now() - state.elapsed_s * 1000;
+    progress.start(totalSteps * tokensPerStep, totals.tokens, label);
     let windowStart = Date.now();
     let windowTokens = 0;
-    let lastLoss: number | null = null;
-    let tps: number | null = null;
-    let status: RunSummary['status'] = 'completed';
-    let divergedAt: number | null = null;
-
-    while (state.step < lastStep) {
-      await yieldToEvents();
-      const m = await trainer.runStep();
-      const finite = Number.isFinite(m.train_loss) && Number.isFinite(m.grad_norm);
+    const onEvent = (e: TrainEvent): void => {
+      if (e.event === 'checkpoint') {
+        if (e.initial) return;
+        const interrupting = e.step < totalSteps && (stop.requested !== '' || e.step === lastStep);
+        writeJson(path.join(dir, 'summary.json'), summaryOf(interrupting ? 'interrupted' : 'running'));
+        return;
+      }
       windowTokens += tokensPerStep;
       const elapsedWindow = (Date.now() - windowStart) / 1000;
       tps = windowTokens / Math.max(elapsedWindow, 1e-9);
@@ -250,63 +217,50 @@ export async function trainRun(opts: TrainOptions): Promise<TrainResult> {
         windowStart = Date.now();
         windowTokens = 0;
       }
-      const perLayer = m.max_logit_heads.map((row) => Math.max(...row));
-      const peak = Math.max(...perLayer);
-      state = {
-        ...state,
-        step: m.step,
-        tokens: m.tokens,
-        data_cursor: { seed: cfg.data.seed, step: m.step },
-        schedule: { ...state.schedule, step: m.step },
-        elapsed_s: (Date.now() - t0) / 1000,
-        heads_clipped_total: state.heads_clipped_total + m.heads_clipped,
-        max_logit_peak: state.max_logit_peak === null ? peak : Math.max(state.max_logit_peak, peak),
-      };
-      let val: number | null = null;
-      if (finite && (m.step % evalEvery === 0 || m.step === totalSteps) && valStarts.length) {
-        val = await trainer.evaluate(data.val, valStarts);
-        state.last_val_loss = val;
-        state.best_val_loss = state.best_val_loss === null ? val : Math.min(state.best_val_loss, val);
+      const perLayer = e.max_logit_heads ? e.max_logit_heads.map((row) => Math.max(...row)) : [];
+      totals.step = e.step;
+      totals.tokens = e.tokens;
+      totals.elapsed_s = e.elapsed_s;
+      totals.heads_clipped_total += e.heads_clipped;
+      if (perLayer.length) {
+        const peak = Math.max(...perLayer);
+        totals.max_logit_peak = totals.max_logit_peak === null ? peak : Math.max(totals.max_logit_peak, peak);
+      }
+      if (e.val_loss !== null) {
+        totals.last_val_loss = e.val_loss;
+        totals.best_val_loss = totals.best_val_loss === null ? e.val_loss : Math.min(totals.best_val_loss, e.val_loss);
       }
       metrics.append({
-        step: m.step,
-        tokens: m.tokens,
-        lr: m.lr,
-        train_loss: m.train_loss,
-        val_loss: val,
-        grad_norm: m.grad_norm,
+        step: e.step,
+        tokens: e.tokens,
+        lr: e.lr,
+        train_loss: e.train_loss,
+        val_loss: e.val_loss,
+        grad_norm: e.grad_norm,
         max_logit: perLayer,
-        heads_clipped: m.heads_clipped,
+        heads_clipped: e.heads_clipped,
         tokens_per_s: tps,
-        elapsed_s: state.elapsed_s,
-        batch_hash: m.batch_hash,
+        elapsed_s: e.elapsed_s,
+        batch_hash: e.batch_hash,
       });
-      if (m.step % cfg.train.maxlogit_every_steps === 0 || m.step === 1 || m.step === totalSteps) metrics.appendHeads(m.step, m.tokens, m.max_logit_heads);
-      progress.update(m.tokens, { loss: m.train_loss, tokensPerS: tps, step: m.step, valLoss: val });
-      if (!finite) {
-        // The weights were left untouched by the bad step; no checkpoint is written from here.
-        status = 'diverged';
-        divergedAt = m.step;
-        progress.note(`${label}: non-finite ${Number.isFinite(m.train_loss) ? 'gradient norm' : 'loss'} at step ${m.step}; stopping (diverged)`);
-        break;
+      if (e.max_logit_heads && (e.step % cfg.train.maxlogit_every_steps === 0 || e.step === 1 || e.step === totalSteps)) {
+        metrics.appendHeads(e.step, e.tokens, e.max_logit_heads);
       }
-      lastLoss = m.train_loss;
-      const interrupted = m.step < totalSteps && (stopSignal.requested !== '' || m.step === lastStep);
-      if (m.step % ckptEvery === 0 || m.step === totalSteps || interrupted) {
-        await saveTrainingCheckpoint(dir, trainer, state, tokInfo);
-        writeJson(path.join(dir, 'summary.json'), summaryOf(interrupted ? 'interrupted' : 'running', lastLoss, tps, null));
+      progress.update(e.tokens, { loss: e.train_loss, tokensPerS: tps, step: e.step, valLoss: e.val_loss });
+      if (Number.isFinite(e.train_loss) && Number.isFinite(e.grad_norm)) {
+        lastLoss = e.train_loss;
+      } else {
+        divergedAt = e.step;
+        progress.note(`${label}: non-finite ${Number.isFinite(e.train_loss) ? 'gradient norm' : 'loss'} at step ${e.step}; stopping (diverged)`);
       }
-      if (interrupted) {
-        status = 'interrupted';
-        break;
-      }
-    }
+    };
+    const outcome = await engine.train(job, onEvent, stop);
     progress.stop();
-    const summary = summaryOf(status, lastLoss, tps, divergedAt);
+    const summary = summaryOf(outcome.status);
     writeJson(path.join(dir, 'summary.json'), summary);
     manifest.ended_at = new Date().toISOString();
     writeJson(manifestFile, manifest);
-    const exitCode = status === 'diverged' ? 3 : status === 'interrupted' && stopSignal.requested ? SIGNAL_EXIT_CODES[stopSignal.requested] : 0;
+    const exitCode = outcome.status === 'diverged' ? 3 : outcome.status === 'interrupted' && stop.requested ? SIGNAL_EXIT_CODES[stop.requested] : 0;
     return { runDir: dir, summary, exitCode };
   } catch (e) {
     // A run that never reached its first step leaves nothing behind.
@@ -315,7 +269,6 @@ export async function trainRun(opts: TrainOptions): Promise<TrainResult> {
   } finally {
     process.off('SIGINT', sigint);
     process.off('SIGTERM', sigterm);
-    trainer?.dispose();
     data.close();
     claim.release();
   }

@@ -5,7 +5,7 @@ import * as path from 'path';
 import { COMMANDS, resolveCommand } from '../../src/cli/commands';
 import { loadConfig } from '../../src/config/load';
 import { modelSpec } from '../../src/model/spec';
-import { checkTensorSizes } from '../../src/train/run';
+import { checkTensorSizes } from '../../src/engine/tfjs/train';
 
 function commandIds(dir: string, prefix: string[] = []): string[] {
   return fs.readdirSync(dir, { withFileTypes: true }).flatMap((e) => {

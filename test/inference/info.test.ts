@@ -1,12 +1,13 @@
 import * as path from 'path';
 import { loadConfig } from '../../src/config/load';
-import { flopsPerToken, formatModelInfo, humanBytes, modelInfo, parameterCounts, specForConfig } from '../../src/inference/info';
+import { flopsPerToken, formatModelInfo, humanBytes, modelInfo, parameterCounts } from '../../src/inference/info';
+import { configSpec } from '../../src/model/spec';
 import { tinySpec } from '../helpers';
 
 const preset = (name: string) => path.resolve(__dirname, '../../configs/models', `${name}.yaml`);
 
 describe('paper-400m', () => {
-  const spec = specForConfig(loadConfig(preset('paper-400m')));
+  const spec = configSpec(loadConfig(preset('paper-400m')));
 
   test('parameter counts equal the sum over its shapes, worked out by hand', () => {
     // d 1024, 24 layers, 16 heads, dc 256, dn 64, dr 32, dv 64, d_ff 2816, vocab 50304, untied, no query low-rank.
@@ -55,10 +56,10 @@ describe('paper-400m', () => {
   });
 
   test('qk-norm adds two weights of dn+dr per layer (or dn for scope nope), G numbers to its cache', () => {
-    const qk = specForConfig(loadConfig(preset('paper-400m'), ['model.variant=qk-norm', 'model.qk_norm.key_groups=4']));
+    const qk = configSpec(loadConfig(preset('paper-400m'), ['model.variant=qk-norm', 'model.qk_norm.key_groups=4']));
     expect(parameterCounts(qk).qk_norm).toBe(24 * 2 * 96);
     expect(parameterCounts(qk).total).toBe(393_272_320 + 24 * 2 * 96);
-    const nope = specForConfig(loadConfig(preset('paper-400m'), ['model.variant=qk-norm', 'model.qk_norm.scope=nope']));
+    const nope = configSpec(loadConfig(preset('paper-400m'), ['model.variant=qk-norm', 'model.qk_norm.scope=nope']));
     expect(parameterCounts(nope).qk_norm).toBe(24 * 2 * 64);
     const caches = modelInfo(qk, 2048).kv_cache;
     expect(caches.find((c) => c.kind === 'latent+invrms')).toMatchObject({ applicable: true, numbers_per_token_per_layer: 256 + 32 + 4 });
@@ -80,6 +81,6 @@ test('FLOPs per token of a tiny model, by hand', () => {
 });
 
 test('vocab_size 0 is sized from the configured tokenizer', () => {
-  const spec = specForConfig(loadConfig(preset('tiny')));
+  const spec = configSpec(loadConfig(preset('tiny')));
   expect(spec.vocab).toBe(320); // byte tokenizer: 258 ids rounded up to a multiple of 64
 });

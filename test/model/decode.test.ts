@@ -17,7 +17,8 @@ import {
 import { RopeTables } from '../../src/model/layers';
 import { disposeParams } from '../../src/model/params';
 import { maxRelativeError } from '../../src/model/reference';
-import { cachesFor, type CacheKind, type ModelSpec } from '../../src/model/spec';
+import type { CacheKind, ModelSpec } from '../../src/model/spec';
+import { cachesFor } from '../../src/model/variants';
 import { randomParams, tinySpec } from '../helpers';
 
 const TOL = 1e-5;

@@ -2,7 +2,8 @@ import * as tf from '@tensorflow/tfjs';
 import { RopeTables } from '../../src/model/layers';
 import { disposeParams } from '../../src/model/params';
 import { maxRelativeError, referenceForward } from '../../src/model/reference';
-import { cachesFor, type ModelSpec } from '../../src/model/spec';
+import type { ModelSpec } from '../../src/model/spec';
+import { cachesFor } from '../../src/model/variants';
 import { forward, IncrementalDecoder } from '../../src/model/transformer';
 import { randomParams, randomTokens, tinySpec, toRefWeights } from '../helpers';
 

@@ -26,7 +26,7 @@ import { loadConfig } from '../../config/load';
 import { UserError } from '../../errors';
 import { specFromCheckpointConfig, type CheckpointConfigJson } from '../../runfolder/checkpoint';
 import { resolveModelFolder } from '../../inference/scoring';
-import { CACHE_KINDS, modelSpec, type ModelSpec } from '../../model/spec';
+import { CACHE_KINDS, configSpec, type ModelSpec } from '../../model/spec';
 
 export type BenchDecodeResult = DecodeBenchResult & {
   out: string;
@@ -45,7 +45,7 @@ function dimsOfRun(dir: string): ModelSpec {
   const resolved = path.join(dir, 'config.resolved.yaml');
   if (fs.existsSync(resolved)) {
     const cfg = loadConfig(resolved);
-    return modelSpec(cfg.model, cfg.model.vocab_size || 1);
+    return configSpec(cfg);
   }
   const where = resolveModelFolder(dir);
   const file = path.join(where.dir, 'config.json');
@@ -88,7 +88,7 @@ export default class BenchDecode extends MlactlCommand<BenchDecodeResult> {
     let source = 'DeepSeek-like defaults';
     if (flags.config) {
       const cfg = loadConfig(flags.config, flags.set);
-      dims = modelSpec(cfg.model, cfg.model.vocab_size || 1);
+      dims = configSpec(cfg);
       source = flags.config;
     } else if (flags.run) {
       dims = dimsOfRun(flags.run);

@@ -2,7 +2,8 @@ import * as path from 'path';
 import { Flags } from '@oclif/core';
 import { configFlags, MlactlCommand } from '../../cli/base';
 import { loadConfig } from '../../config/load';
-import { formatModelInfo, modelInfo, specForConfig, type ModelInfo } from '../../inference/info';
+import { formatModelInfo, modelInfo, type ModelInfo } from '../../inference/info';
+import { configSpec } from '../../model/spec';
 
 export type ModelInfoResult = ModelInfo & { config: string; name: string };
 
@@ -23,7 +24,7 @@ export default class ModelInfoCommand extends MlactlCommand<ModelInfoResult> {
   async run(): Promise<ModelInfoResult> {
     const { flags } = await this.parse(ModelInfoCommand);
     const cfg = loadConfig(flags.config, flags.set);
-    const info = modelInfo(specForConfig(cfg), flags['seq-len'] ?? cfg.data.seq_len);
+    const info = modelInfo(configSpec(cfg), flags['seq-len'] ?? cfg.data.seq_len);
     const name = cfg.name || path.basename(flags.config);
     this.say(formatModelInfo(info, name));
     return { config: flags.config, name, ...info };

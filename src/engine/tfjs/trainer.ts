@@ -8,6 +8,7 @@ import { batchHash, batchStarts, makeBatch, type TokenStore } from '../../data/b
 import { RopeTables } from '../../model/layers';
 import { headWeight, initParams } from '../../model/params';
 import { type ModelSpec } from '../../model/spec';
+import { planSteps, type StepPlan } from '../types';
 import { unreachable, variantOf } from '../../model/variants';
 import { forwardHidden } from '../../model/transformer';
 import { accumulate } from './accumulate';
@@ -27,19 +28,6 @@ export interface StepMetrics {
   max_logit_heads: number[][];
   heads_clipped: number;
   batch_hash: string;
-}
-
-export interface StepPlan {
-  totalSteps: number;
-  warmupSteps: number;
-  tokensPerStep: number;
-}
-
-/** Token budget -> steps. Throws a plain Error; the caller turns it into a config error naming the keys. */
-export function planSteps(cfg: Config): StepPlan {
-  const tokensPerStep = cfg.train.batch_size * cfg.train.grad_accum * cfg.data.seq_len;
-  const totalSteps = Math.floor(cfg.train.tokens / tokensPerStep);
-  return { totalSteps, tokensPerStep, warmupSteps: Math.min(totalSteps, Math.round(cfg.train.warmup_tokens / tokensPerStep)) };
 }
 
 /**
