@@ -1,5 +1,5 @@
 import { Command, Flags } from '@oclif/core';
-import { BACKENDS } from '../config/types';
+import { BACKENDS, ENGINE_CHOICES } from '../config/types';
 import { UserError } from '../errors';
 
 /**
@@ -72,4 +72,20 @@ export function systemErrorLine(e: NodeJS.ErrnoException): string | null {
 export function oneLine(message: string): string {
   const lines = message.split('\n').map((l) => l.trim()).filter((l) => l !== '' && !/^The following errors? occurred:?$/.test(l));
   return lines.join('; ');
+}
+
+/** The engine's flags, for the commands that train. */
+export const engineFlags = {
+  engine: Flags.option({ options: ENGINE_CHOICES, description: 'tfjs (in process), torch (PyTorch child process) or auto; overrides engine.name' })(),
+  gpus: Flags.integer({ description: 'torch engine: processes on this host, one per GPU, through torchrun; overrides engine.gpus', min: 1 }),
+};
+
+/** `--set` overrides plus the flags that stand for config keys (`--backend`, `--engine`, `--gpus`). */
+export function configOverrides(flags: { set: string[]; backend?: string; engine?: string; gpus?: number }): string[] {
+  return [
+    ...flags.set,
+    ...(flags.backend ? [`backend=${flags.backend}`] : []),
+    ...(flags.engine ? [`engine.name=${flags.engine}`] : []),
+    ...(flags.gpus ? [`engine.gpus=${flags.gpus}`] : []),
+  ];
 }

@@ -1,6 +1,6 @@
 import * as path from 'path';
 import { Flags } from '@oclif/core';
-import { configFlags, MlactlCommand } from '../cli/base';
+import { configFlags, configOverrides, engineFlags, MlactlCommand } from '../cli/base';
 import { loadConfig } from '../config/load';
 import { UserError } from '../errors';
 import { expandArms, isExperiment, runExperiment, type ExperimentResult } from '../train/experiment';
@@ -21,6 +21,7 @@ export default class Train extends MlactlCommand<TrainCommandResult> {
 
   static override flags = {
     ...configFlags,
+    ...engineFlags,
     config: Flags.string({ char: 'c', description: 'YAML config file', required: true }),
     out: Flags.string({ description: 'folder that holds run folders', default: 'runs' }),
     'run-dir': Flags.string({ description: 'exact run folder (single runs; default <out>/<name>)' }),
@@ -33,7 +34,7 @@ export default class Train extends MlactlCommand<TrainCommandResult> {
 
   async run(): Promise<TrainCommandResult> {
     const { flags } = await this.parse(Train);
-    const sets = [...flags.set, ...(flags.backend ? [`backend=${flags.backend}`] : [])];
+    const sets = configOverrides(flags);
     const cfg = loadConfig(flags.config, sets);
     const progress = process.env[PROGRESS_JSONL_ENV]
       ? jsonlProgress()

@@ -1,7 +1,7 @@
 // The runtime description of `Config`: what each key must hold. The mapped types below make the compiler
 // reject a schema that misses or adds a key of the interface in types.ts, so the two cannot drift apart.
 
-import { BACKENDS, Config, VARIANTS } from './types';
+import { BACKENDS, Config, ENGINE_CHOICES, VARIANTS } from './types';
 
 /** Inclusive bounds unless marked open; an absent bound is unbounded. */
 export interface Range {
@@ -58,6 +58,18 @@ export const CONFIG_SCHEMA: SectionSpec<Config> = {
   fields: {
     name: runName,
     backend: { kind: 'enum', values: BACKENDS },
+    engine: {
+      kind: 'section',
+      fields: {
+        name: { kind: 'enum', values: ENGINE_CHOICES },
+        python: { kind: 'string', pattern: /^[^\0\n]*$/, expected: 'an interpreter path or command (empty: the default)' },
+        gpus: positiveInt,
+        precision: { kind: 'enum', values: ['auto', 'bf16', 'fp32'] },
+        compile: { kind: 'enum', values: ['auto', 'on', 'off'] },
+        threads: nonNegativeInt,
+        device: { kind: 'enum', values: ['auto', 'cpu', 'cuda'] },
+      },
+    },
     seed: nonNegativeInt,
     model: {
       kind: 'section',

@@ -94,9 +94,27 @@ export interface ExperimentConfig {
   lrs: number[];
 }
 
+export type EngineChoice = 'tfjs' | 'torch' | 'auto';
+export const ENGINE_CHOICES: readonly EngineChoice[] = ['tfjs', 'torch', 'auto'];
+
+/** Which engine trains and scores, and the torch engine's settings (ignored by tfjs). */
+export interface EngineConfig {
+  name: EngineChoice;
+  /** The Python interpreter with PyTorch; empty: $MLACTL_PYTHON, else python3 on the PATH (then /usr/bin/python3). */
+  python: string;
+  /** Processes on this host, one per GPU, launched through torchrun (1: a single process). */
+  gpus: number;
+  precision: 'auto' | 'bf16' | 'fp32';
+  compile: 'auto' | 'on' | 'off';
+  /** CPU threads per process; 0: the cores divided among the processes. */
+  threads: number;
+  device: 'auto' | 'cpu' | 'cuda';
+}
+
 export interface Config {
   name: string;
   backend: BackendName;
+  engine: EngineConfig;
   seed: number;
   model: ModelConfig;
   data: DataConfig;

@@ -12,6 +12,16 @@ import type { ShardReader } from './shards';
 export interface TokenStore {
   length: number;
   read(offset: number, n: number): Int32Array;
+  /** Where the tokens lie on disk, in order, when they do (shards): another engine can map them instead of a copy. */
+  segments?: TokenSegment[];
+}
+
+/** A run of raw little-endian token ids in a file. */
+export interface TokenSegment {
+  path: string;
+  dtype: 'uint16' | 'uint32';
+  offset_tokens: number;
+  tokens: number;
 }
 
 function checkRange(offset: number, n: number, length: number): void {
@@ -34,6 +44,7 @@ export function memoryTokenStore(tokens: Int32Array | Uint16Array | Uint32Array 
 export function shardTokenStore(reader: ShardReader): TokenStore {
   return {
     length: reader.length,
+    segments: reader.segments(),
     read(offset, n) {
       checkRange(offset, n, reader.length);
       // Token ids are below 2^31 for any real vocabulary, so the reinterpretation is exact.

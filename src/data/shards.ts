@@ -301,6 +301,11 @@ export class ShardReader {
     return out;
   }
 
+  /** The split's files in stream order, as raw token segments. */
+  segments(): { path: string; dtype: ShardDtype; offset_tokens: number; tokens: number }[] {
+    return this.files.map((file, i) => ({ path: file, dtype: this.manifest.dtype, offset_tokens: 0, tokens: this.starts[i + 1] - this.starts[i] }));
+  }
+
   close(): void {
     this.fds.forEach((fd, index) => {
       if (fd !== undefined) fs.closeSync(fd);
