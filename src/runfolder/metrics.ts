@@ -34,7 +34,10 @@ export class MetricsWriter {
   append(row: MetricsRow): void {
     fs.appendFileSync(this.jsonl, JSON.stringify(row) + '\n');
     const r = row;
-    const cells = [r.step, r.tokens, r.lr, r.train_loss, r.val_loss, r.grad_norm, ...r.max_logit, r.heads_clipped, r.tokens_per_s, r.elapsed_s, r.batch_hash];
+    // One cell per layer whether or not the maxima were measured this step (empty when not), so every row has the
+    // header's columns.
+    const perLayer = Array.from({ length: this.layers }, (_, l) => r.max_logit[l] ?? null);
+    const cells = [r.step, r.tokens, r.lr, r.train_loss, r.val_loss, r.grad_norm, ...perLayer, r.heads_clipped, r.tokens_per_s, r.elapsed_s, r.batch_hash];
     fs.appendFileSync(this.csv, cells.map(csvValue).join(',') + '\n');
   }
 

@@ -136,6 +136,15 @@ describe('the torch engine through the CLI', () => {
     expect(manifest.engine).toMatchObject({ engine: 'torch', backend: 'cpu', world_size: 1, precision: 'fp32' });
   });
 
+  test('steps without measured maxima keep every metrics.csv row at the header\'s width', () => {
+    const runDir = path.join(dir, 'sparse');
+    expect(run(['--engine', 'torch', '--run-dir', runDir, '--set', 'train.maxlogit_every_steps=4']).status).toBe(0);
+    const rows = readMetrics(runDir);
+    expect(rows.map((r) => r.max_logit.length)).toEqual([2, 0, 0, 2, 0, 2]); // step 1, every 4th, the last
+    const lines = fs.readFileSync(path.join(runDir, 'metrics.csv'), 'utf8').trim().split('\n');
+    expect(new Set(lines.map((l) => l.split(',').length)).size).toBe(1);
+  });
+
   test('bad input: no usable PyTorch, more GPUs than the host has: one line, exit 2, nothing written', () => {
     const noTorch = spawnSync(process.execPath, [BIN, 'train', '--config', TINY, '--engine', 'torch', '--run-dir', path.join(dir, 'none')], {
       encoding: 'utf8', env: { ...process.env, MLACTL_PYTHON: path.join(dir, 'no-such-python') },
