@@ -207,8 +207,8 @@ def parse_job(raw) -> Job:
     if resume is not None and (not isinstance(resume, str) or not resume):
         raise JobError("resume_from: must be null or a checkpoint folder")
     stop = raw.get("stop_after_steps")
-    if stop is not None and (not _is_int(stop) or stop < 1):
-        raise JobError(f"stop_after_steps: must be null or an integer >= 1, got {json.dumps(stop)}")
+    if stop is not None and (not _is_int(stop) or stop < 0):
+        raise JobError(f"stop_after_steps: must be null or an integer >= 0, got {json.dumps(stop)}")
 
     data = raw.get("data")
     if not isinstance(data, dict):

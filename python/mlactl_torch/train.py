@@ -321,9 +321,10 @@ def _run(job: Job, events: Events, d: Distributed, device: torch.device) -> int:
         if not job.resume_from:
             checkpoint()  # the untrained model: evaluations compare against it
         total = job.total_steps
-        last_step = min(total, job.stop_after_steps) if job.stop_after_steps else total
+        last_step = total if job.stop_after_steps is None else min(total, job.stop_after_steps)
         t0 = time.time() - float(state["elapsed_s"])
-        status = "completed"
+        # stop_after_steps at or below the start (0: initialise, write step 0 and stop) trains nothing.
+        status = "completed" if state["step"] >= total else "interrupted"
         while state["step"] < last_step:
             r = trainer.run_step(state["step"])
             peak = max(max(row) for row in r.max_logit_heads) if r.max_logit_heads else None

@@ -6,6 +6,7 @@ import BenchPlot from '../commands/bench/plot';
 import Compare from '../commands/compare';
 import DataPrepare from '../commands/data/prepare';
 import Demo from '../commands/demo';
+import Doctor from '../commands/doctor';
 import Eval from '../commands/eval';
 import Generate from '../commands/generate';
 import ModelInfoCommand from '../commands/model/info';
@@ -19,6 +20,7 @@ export const COMMANDS: Record<string, Command.Class> = {
   compare: Compare,
   'data:prepare': DataPrepare,
   demo: Demo,
+  doctor: Doctor,
   eval: Eval,
   generate: Generate,
   'model:info': ModelInfoCommand,

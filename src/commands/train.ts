@@ -29,7 +29,7 @@ export default class Train extends MlactlCommand<TrainCommandResult> {
     force: Flags.boolean({ description: 'delete an existing run folder and start over' }),
     jobs: Flags.integer({ description: 'experiment arms trained in parallel processes', default: 1, min: 1 }),
     arm: Flags.string({ description: 'train only this arm of an experiment' }),
-    'stop-after-steps': Flags.integer({ description: 'stop (interrupted, with a checkpoint) after this many steps', hidden: true }),
+    'stop-after-steps': Flags.integer({ description: 'stop (interrupted, with a checkpoint) after this many optimizer steps in total; 0 initialises the run and writes step 0 only', min: 0 }),
   };
 
   async run(): Promise<TrainCommandResult> {

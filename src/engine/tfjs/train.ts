@@ -108,7 +108,8 @@ export const tfjsEngine: TrainingEngine = {
         }
         if (interrupted) return { status: 'interrupted', step: m.step };
       }
-      return { status: 'completed', step: state.step };
+      // A stop at or below the start (0: initialise, write step 0 and stop) trains nothing.
+      return { status: state.step >= totalSteps ? 'completed' : 'interrupted', step: state.step };
     } finally {
       trainer.dispose();
     }
