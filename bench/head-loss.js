@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // Peak memory and time of the output head's loss with gradients, whole logits against row chunks
-// (src/train/head-loss.ts), one child process per path (a wasm heap overflow aborts the process), printed side by
+// (src/engine/tfjs/head-loss.ts), one child process per path (a wasm heap overflow aborts the process), printed side by
 // side. Usage: node bench/head-loss.js [backend] [B] [T] [d] [V]
 // (defaults: wasm, gpu-small's micro-batch 8 x 512, d 512, GPT-2's 50304 ids). Run `npm run build` first.
 const { spawnSync } = require('child_process');

@@ -30,7 +30,7 @@ class CheckpointError(ValueError):
 
 
 def checkpoint_config(spec: ModelSpec, tokenizer: Optional[dict]) -> dict:
-    """config.json, key for key as `checkpointConfig` in src/model/checkpoint.ts."""
+    """config.json, key for key as `checkpointConfig` in src/runfolder/checkpoint.ts."""
     return {
         "model_type": "mlactl-mla",
         "format": CHECKPOINT_FORMAT,
@@ -166,7 +166,7 @@ def load_model_weights(folder: str, model: MLAForCausalLM, use_package: bool = T
 
 
 def new_train_state(seed: int, total_steps: int, warmup_steps: int) -> dict:
-    """state.json of a run that has taken no step (keys in the order of TrainState, src/train/checkpoint.ts)."""
+    """state.json of a run that has taken no step (keys in the order of TrainState, src/runfolder/training-checkpoint.ts)."""
     return {
         "step": 0,
         "tokens": 0,

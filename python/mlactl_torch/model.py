@@ -339,7 +339,7 @@ class MLAForCausalLM(nn.Module):
 
 
 def lm_loss(logits: torch.Tensor, targets: torch.Tensor, z_loss: float) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Mean cross-entropy in float32, plus z_loss * mean(logsumexp²) (PaLM's z-loss; src/train/head-loss.ts)."""
+    """Mean cross-entropy in float32, plus z_loss * mean(logsumexp²) (PaLM's z-loss; src/engine/tfjs/head-loss.ts)."""
     flat = logits.float().reshape(-1, logits.shape[-1])  # [B*T, V]
     target = targets.reshape(-1)
     if z_loss <= 0:

@@ -4,7 +4,7 @@ Format: an unsigned 64-bit little-endian header length n, n bytes of JSON header
 starts at a multiple of 8, then the raw little-endian data. Both directions move one tensor at a time in chunks,
 so a file of any size (over 2 GiB included) never becomes one bytes object.
 
-The writer is always this one: tensors in name order and the same JSON layout as src/model/safetensors.ts, so
+The writer is always this one: tensors in name order and the same JSON layout as src/runfolder/safetensors.ts, so
 both engines write byte-identical files for identical weights. The reader validates the header here and reads
 the data with the `safetensors` package when it is installed (from its memory map), with plain chunked reads
 otherwise.

@@ -1,6 +1,6 @@
 """The training loop of the torch engine: one process, or one of WORLD_SIZE processes under torchrun (DDP).
 
-The orchestration is src/train/run.ts and the step is src/train/trainer.ts, event for event:
+The orchestration is src/train/run.ts and the step is src/engine/tfjs/trainer.ts, event for event:
   - a step runs `grad_accum` micro-batches of the step's global batch (this rank's slice of it), averages the
     gradients, clips their global norm, and applies AdamW/Muon, then QK-clip for the qk-clip variant;
   - a step whose loss or gradient norm is not finite leaves the weights untouched and ends the run (`diverged`);

@@ -48,7 +48,7 @@ export function forward(P: Params, s: ModelSpec, rope: RopeTables, tokens: tf.Te
 
 /**
  * The training form up to the output head: the final-normed hidden states [B, T, d] that the head weight
- * (`headWeight`) turns into logits. For losses that never hold all logits at once (src/train/head-loss.ts).
+ * (`headWeight`) turns into logits. For losses that never hold all logits at once (src/engine/tfjs/head-loss.ts).
  */
 export function forwardHidden(P: Params, s: ModelSpec, rope: RopeTables, tokens: tf.Tensor2D, trackMaxLogit = false): { hidden: tf.Tensor3D; maxLogits?: tf.Tensor2D } {
   let x = embed(P, tokens);

@@ -21,7 +21,7 @@ export const WASM_HEAP_BYTES = 4 * 2 ** 30 - 2 ** 16;
 /** The longest Float32Array V8 allocates (Node 20): every tensor is one on the cpu backend and when read back. */
 export const MAX_TENSOR_ELEMENTS = 2 ** 32;
 
-/** src/train/head-loss.ts computes logits whole up to WHOLE_LOGITS_BYTES (256 MiB), in chunks beyond. */
+/** src/engine/tfjs/head-loss.ts computes logits whole up to WHOLE_LOGITS_BYTES (256 MiB), in chunks beyond. */
 const WHOLE_LOGITS_FLOATS = (256 * 2 ** 20) / 4;
 
 // Floats kept per token of a micro-batch and per unit of a dimension, forward and backward together (measured).
