@@ -12,6 +12,7 @@ import { writeFileAtomic } from './atomic';
 import { dtypeOf, loadSafetensors, saveSafetensors, showName, type StoredTensor } from './safetensors';
 import type { ModelSpec } from '../model/spec';
 import { hasQkNorm } from '../model/variants';
+import { fieldReader, isObject } from './fields';
 
 export const CHECKPOINT_FORMAT = 'mlactl-mla/1';
 const ATTENTION_SCALE = '1/sqrt(qk_nope_head_dim + qk_rope_head_dim)';
@@ -75,20 +76,8 @@ export function checkpointConfig(s: ModelSpec, tokenizer: CheckpointConfigJson['
  * constraints between keys. Refusals name the file and the key (`dir/config.json: num_hidden_layers: missing`).
  * Keys the format does not know are left alone: Hugging Face tools add their own.
  */
-export function parseCheckpointConfig(raw: unknown, source: string): CheckpointConfigJson {
-  const fail = (key: string, what: string): never => {
-    throw new UserError(`${source}: ${key}: ${what}`);
-  };
-  const shown = (v: unknown): string => {
-    const s = JSON.stringify(v) ?? String(v);
-    return s.length > 100 ? `${s.slice(0, 100)}...` : s;
-  };
-  const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
-  if (!isObject(raw)) throw new UserError(`${source}: not a JSON object, got ${shown(raw)}`);
-  const get = (o: Record<string, unknown>, key: string, full = key): unknown => {
-    const v = Object.prototype.hasOwnProperty.call(o, key) ? o[key] : undefined;
-    return v === undefined ? fail(full, 'missing') : v;
-  };
+export function parseCheckpointConfig(parsed: unknown, source: string): CheckpointConfigJson {
+  const { root: raw, fail, shown, get } = fieldReader(parsed, source);
   const positiveInt = (o: Record<string, unknown>, key: string, full = key): number => {
     const v = get(o, key, full);
     return Number.isSafeInteger(v) && (v as number) > 0 ? (v as number) : fail(full, `must be a positive integer, got ${shown(v)}`);

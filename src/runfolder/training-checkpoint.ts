@@ -11,6 +11,7 @@ import { readModelTensors, writeModelFolder, type CheckpointConfigJson } from '.
 import { dtypeOf, loadSafetensors, saveSafetensors, showName, type StoredTensor } from './safetensors';
 import type { ModelSpec } from '../model/spec';
 import { writeJson } from './atomic';
+import { fieldReader, isObject } from './fields';
 
 export interface TrainState {
   step: number;
@@ -90,20 +91,8 @@ export function listCheckpoints(runDir: string): { dir: string; step: number }[]
  * Checks a parsed state.json: every key of the format's table, with its type, and the steps that must agree.
  * Refusals name the file and the key. `folderStep` is N of the `step-N` folder it came from, when there is one.
  */
-export function parseTrainState(raw: unknown, source: string, folderStep?: number): TrainState {
-  const fail = (key: string, what: string): never => {
-    throw new UserError(`${source}: ${key}: ${what}`);
-  };
-  const shown = (v: unknown): string => {
-    const s = JSON.stringify(v) ?? String(v);
-    return s.length > 100 ? `${s.slice(0, 100)}...` : s;
-  };
-  const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
-  if (!isObject(raw)) throw new UserError(`${source}: not a JSON object, got ${shown(raw)}`);
-  const get = (o: Record<string, unknown>, key: string, full = key): unknown => {
-    const v = Object.prototype.hasOwnProperty.call(o, key) ? o[key] : undefined;
-    return v === undefined ? fail(full, 'missing') : v;
-  };
+export function parseTrainState(parsed: unknown, source: string, folderStep?: number): TrainState {
+  const { root: raw, fail, shown, get } = fieldReader(parsed, source);
   const count = (o: Record<string, unknown>, key: string, full = key): number => {
     const v = get(o, key, full);
     return Number.isSafeInteger(v) && (v as number) >= 0 ? (v as number) : fail(full, `must be a non-negative integer, got ${shown(v)}`);
