@@ -323,8 +323,7 @@ def _run(job: Job, events: Events, d: Distributed, device: torch.device) -> int:
         total = job.total_steps
         last_step = total if job.stop_after_steps is None else min(total, job.stop_after_steps)
         t0 = time.time() - float(state["elapsed_s"])
-        # stop_after_steps at or below the start (0: initialise, write step 0 and stop) trains nothing.
-        status = "completed" if state["step"] >= total else "interrupted"
+        status = "completed"
         while state["step"] < last_step:
             r = trainer.run_step(state["step"])
             peak = max(max(row) for row in r.max_logit_heads) if r.max_logit_heads else None
@@ -356,6 +355,8 @@ def _run(job: Job, events: Events, d: Distributed, device: torch.device) -> int:
             if interrupted:
                 status = "interrupted"
                 break
+        if status == "completed" and state["step"] < total:
+            status = "interrupted"  # stop_after_steps at or below the start (0: initialise, write step 0 and stop)
         events.emit({"event": "done", "status": status, "step": state["step"]})
         return EXIT_DIVERGED if status == "diverged" else EXIT_OK
     finally:

@@ -19,6 +19,9 @@ export interface Tokenizer {
 
 export const TOKENIZER_NAMES: readonly TokenizerName[] = ['byte', 'gpt2'];
 
+/** Each tokenizer's id count, known without loading its tables (sizing a model needs no BPE ranks). */
+export const TOKENIZER_VOCAB_SIZES: Readonly<Record<TokenizerName, number>> = { byte: 258, gpt2: 50257 };
+
 /** Bump when encode/decode of either tokenizer changes in a way that changes token ids. */
 const TOKENIZER_IMPLEMENTATION_VERSION = 1;
 
@@ -38,7 +41,7 @@ export function byteTokenizer(): Tokenizer {
   const decoder = new TextDecoder('utf-8', { fatal: false });
   return {
     name: 'byte',
-    vocabSize: 258,
+    vocabSize: TOKENIZER_VOCAB_SIZES.byte,
     eos: BYTE_EOS,
     encode: (text) => Array.from(encoder.encode(text)),
     decode: (ids) => {
@@ -70,7 +73,7 @@ export function gpt2Tokenizer(): Tokenizer {
   const asPlainText = { allowedSpecial: new Set<string>(), disallowedSpecial: new Set<string>() };
   return {
     name: 'gpt2',
-    vocabSize: 50257,
+    vocabSize: TOKENIZER_VOCAB_SIZES.gpt2,
     eos: GPT2_EOS,
     encode: (text) => bpe.encode(text, asPlainText),
     decode: (ids) => {
@@ -81,6 +84,13 @@ export function gpt2Tokenizer(): Tokenizer {
     },
     hash: sha256Hex(`mlactl gpt2 tokenizer v${TOKENIZER_IMPLEMENTATION_VERSION}: r50k_base, eos ${GPT2_EOS}\n`, fs.readFileSync(rankFile)),
   };
+}
+
+export function tokenizerVocabSize(name: string): number {
+  if (!(TOKENIZER_NAMES as readonly string[]).includes(name)) {
+    throw new UserError(`data.tokenizer: unknown tokenizer "${name}" (expected one of: ${TOKENIZER_NAMES.join(', ')})`);
+  }
+  return TOKENIZER_VOCAB_SIZES[name as TokenizerName];
 }
 
 const tokenizerCache = new Map<TokenizerName, Tokenizer>();

@@ -1,6 +1,6 @@
 import { effectiveKeyGroups, effectiveVocab } from '../config/load';
 import type { Config, ModelConfig } from '../config/types';
-import { getTokenizer } from '../data/tokenizer';
+import { tokenizerVocabSize } from '../data/tokenizer';
 
 /**
  * The model's dimensions with the short names of the design note (`shared/design/mla-math.md`):
@@ -58,7 +58,7 @@ export function modelSpec(m: ModelConfig, vocab = m.vocab_size): ModelSpec {
  * (`model.vocab_size: 0` sizes it from the tokenizer), key groups resolved (`0`: one per head).
  */
 export function configSpec(cfg: Pick<Config, 'model' | 'data'>): ModelSpec {
-  return modelSpec(cfg.model, effectiveVocab(cfg.model, getTokenizer(cfg.data.tokenizer).vocabSize));
+  return modelSpec(cfg.model, effectiveVocab(cfg.model, tokenizerVocabSize(cfg.data.tokenizer)));
 }
 
 /** Width of the QK-norm weights: the whole head (dn+dr) for scope `full`, the content slice for `nope`. */
