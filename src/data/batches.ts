@@ -22,6 +22,8 @@ export interface TokenSegment {
   dtype: 'uint16' | 'uint32';
   offset_tokens: number;
   tokens: number;
+  /** `llmc`: an llm.c shard, whose tokens start after its 1024-byte header; otherwise a bare array. */
+  format?: 'llmc';
 }
 
 function checkRange(offset: number, n: number, length: number): void {

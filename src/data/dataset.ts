@@ -1,9 +1,11 @@
 // From `data.*` config to the three token streams training and evaluation read. Either the source is tokenized
 // in memory, or it names a shard set (src/data/shards.ts) made earlier with the same layout.
 
+import * as path from 'path';
 import type { DataConfig } from '../config/types';
 import { UserError } from '../errors';
 import { concatenateDocuments, shardTokenStore, TokenStore } from './batches';
+import { findLlmcShards, llmcSourceHash, llmcTokenStore } from './llmc';
 import { findShardManifest, openShards } from './shards';
 import { loadDocuments, SourceDocument } from './sources';
 import { DocumentSplit, SplitName, SPLIT_NAMES, splitGroupedDocuments } from './split';
@@ -42,7 +44,7 @@ export interface TrainingData extends TokenizedSplits {
   sourceHash: string;
   /** `shards`: the split is the one stored in the manifest; data.val_fraction, data.test_fraction and the
    * split part of data.seed are not applied (data.seed still orders the batches). */
-  origin: 'documents' | 'shards';
+  origin: 'documents' | 'shards' | 'llmc';
   /** Releases shard file descriptors; a no-op for in-memory data. */
   close(): void;
 }
@@ -72,6 +74,25 @@ export function openTrainingData(data: DataConfig): TrainingData {
       sourceHash: manifest.source_hash,
       origin: 'shards',
       close: () => SPLIT_NAMES.forEach((name) => shards.readers[name].close()),
+    };
+  }
+  const llmc = data.source === 'brown' ? undefined : findLlmcShards(data.source);
+  if (llmc) {
+    // llm.c's FineWeb shards hold GPT-2 ids; another tokenizer would read them as something else.
+    if (tokenizer.name !== 'gpt2') throw new UserError(`data.tokenizer: ${data.source} holds llm.c shards of GPT-2 tokens; set data.tokenizer: gpt2`);
+    const train = llmcTokenStore(llmc.train);
+    const val = llmcTokenStore(llmc.val);
+    const empty = llmcTokenStore([]);
+    const names = (files: string[]) => files.map((f) => path.basename(f));
+    return {
+      tokenizer,
+      train,
+      val,
+      test: empty,
+      split: { train: names(llmc.train), val: names(llmc.val), test: [] },
+      sourceHash: llmcSourceHash([...llmc.train, ...llmc.val]),
+      origin: 'llmc',
+      close: () => [train, val].forEach((s) => s.close()),
     };
   }
   const { docs, hash } = loadDocuments(data.source);
