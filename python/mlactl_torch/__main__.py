@@ -118,11 +118,34 @@ def main(argv=None) -> int:
     t = sub.add_parser("train", help="run one training job (JSON-line events on stdout)")
     t.add_argument("--job", required=True, help="path to JOB.json (format mlactl-torch-job/1)")
     sub.add_parser("info", help="print this interpreter's torch, numpy, safetensors and devices as JSON")
+    s = sub.add_parser("score", help="serve per-token log-probs of one checkpoint: JSON requests on stdin (PROTOCOL.md)")
+    s.add_argument("--model", required=True, help="a model folder (model.safetensors + config.json)")
+    s.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    s.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
+    s.add_argument("--threads", type=int, default=0)
     args = parser.parse_args(argv)
     if args.command == "info":
         print(json.dumps(info()))
         return 0
+    if args.command == "score":
+        return score(args)
     return train(args.job)
+
+
+def score(args) -> int:
+    threads = set_thread_env(args.threads)
+    import torch
+
+    torch.set_num_threads(threads)
+    from .checkpoint import CheckpointError
+    from .score import serve
+
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    try:
+        return serve(args.model, device, args.precision if device == "cuda" else "fp32")
+    except CheckpointError as e:
+        sys.stdout.write(json.dumps({"event": "error", "message": str(e).splitlines()[0]}) + "\n")
+        return 2
 
 
 if __name__ == "__main__":

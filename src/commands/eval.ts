@@ -2,6 +2,7 @@ import { Args, Flags } from '@oclif/core';
 import { backendFlag, MlactlCommand } from '../cli/base';
 import { evaluateRun, readRunConfig, type EvaluateRunResult } from '../eval/run-eval';
 import { tfjsScorers } from '../inference/scoring';
+import { SCORING_ENGINE_DEFAULTS, torchScorers } from '../engine/torch/scorer';
 import { jsonlProgress, PROGRESS_JSONL_ENV, terminalProgress, type TaskProgress } from '../train/progress';
 
 export default class Eval extends MlactlCommand<EvaluateRunResult> {
@@ -23,6 +24,8 @@ export default class Eval extends MlactlCommand<EvaluateRunResult> {
     limit: Flags.integer({ description: 'items per task (0: all; default: the run config\'s eval.limit)', min: 0 }),
     'batch-size': Flags.integer({ description: 'sequences per forward pass', min: 1 }),
     backend: backendFlag(),
+    engine: Flags.option({ options: ['tfjs', 'torch'] as const, description: 'who scores: tfjs (default) or torch (PyTorch child process; GPU, bf16 with --precision)' })(),
+    precision: Flags.option({ options: ['fp32', 'bf16'] as const, description: 'torch engine on CUDA: scoring precision (default fp32)' })(),
   };
 
   async run(): Promise<EvaluateRunResult> {
@@ -39,7 +42,9 @@ export default class Eval extends MlactlCommand<EvaluateRunResult> {
       allCheckpoints: flags['all-checkpoints'],
       limit: flags.limit,
       batchSize: flags['batch-size'],
-      openScorer: tfjsScorers(flags.backend ?? readRunConfig(runDir).backend),
+      openScorer: flags.engine === 'torch'
+        ? torchScorers({ engine: { ...SCORING_ENGINE_DEFAULTS, ...readRunConfig(runDir).engine, name: 'torch', precision: flags.precision ?? 'fp32' } })
+        : tfjsScorers(flags.backend ?? readRunConfig(runDir).backend),
       onProgress: (p) => {
         if (!display) return;
         const label = `step ${p.step} ${p.task}`;

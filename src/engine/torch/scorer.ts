@@ -1,0 +1,79 @@
+/**
+ * The torch engine's `OpenScorer`: one long-lived `python -m mlactl_torch score` process per checkpoint, asked for
+ * per-token log-probabilities of batches of token sequences (python/PROTOCOL.md, "Scoring"). Tasks, metrics and
+ * result files stay in TypeScript, so results are the same files whichever engine scored them.
+ */
+import { spawn } from 'child_process';
+import * as path from 'path';
+import type { Config, EngineConfig } from '../../config/types';
+import { getTokenizer } from '../../data/tokenizer';
+import { UserError } from '../../errors';
+import type { OpenScorer, TokenScores } from '../../eval/types';
+import { readModelFolder } from '../../runfolder/checkpoint';
+import { findTorch, PYTHON_PACKAGE_DIR } from './index';
+
+/** For run folders written before `engine` was a config key: the torch settings scoring needs. */
+export const SCORING_ENGINE_DEFAULTS: EngineConfig = { name: 'torch', python: '', gpus: 1, precision: 'fp32', compile: 'off', threads: 0, device: 'auto' };
+
+export function torchScorers(cfg: Pick<Config, 'engine'>): OpenScorer {
+  const found = findTorch(cfg);
+  if ('reasons' in found) throw new UserError(`engine.name: torch needs an interpreter with PyTorch >= 1.13: ${found.reasons.join('; ')} (set engine.python or MLACTL_PYTHON)`);
+  const python = found.probe.python;
+  return async (dir, opts) => {
+    // config.json checked here too, so a bad folder is refused before a process starts; its tokenizer is the text's.
+    const { spec, config } = readModelFolder(dir);
+    if (!config.tokenizer) throw new UserError(`${path.join(dir, 'config.json')}: tokenizer is missing, so text cannot be encoded for this model`);
+    const tokenizer = getTokenizer(config.tokenizer.name);
+    const precision = cfg.engine.precision === 'bf16' ? 'bf16' : 'fp32';
+    const child = spawn(python, ['-m', 'mlactl_torch', 'score', '--model', dir, '--device', cfg.engine.device, '--precision', precision, '--threads', String(cfg.engine.threads)], {
+      env: { ...process.env, PYTHONPATH: [PYTHON_PACKAGE_DIR, process.env.PYTHONPATH].filter(Boolean).join(path.delimiter), PYTHONUNBUFFERED: '1' },
+      stdio: ['pipe', 'pipe', 'inherit'],
+    });
+    const waiting = new Map<number, (m: Record<string, unknown>) => void>();
+    let ready: (m: Record<string, unknown>) => void = () => undefined;
+    const started = new Promise<Record<string, unknown>>((resolve) => (ready = resolve));
+    let pending = '';
+    let failure: string | undefined;
+    child.stdout!.on('data', (d: Buffer) => {
+      const lines = (pending + d.toString()).split('\n');
+      pending = lines.pop()!;
+      for (const line of lines) {
+        if (!line.trim()) continue;
+        const m = JSON.parse(line) as Record<string, unknown>;
+        if (m.event === 'ready' || m.event === 'error') ready(m);
+        else waiting.get(m.id as number)?.(m);
+      }
+    });
+    child.on('close', (code) => {
+      failure = `the torch scorer for ${dir} exited with code ${code}`;
+      ready({ event: 'error', message: failure });
+      for (const f of waiting.values()) f({ error: failure });
+    });
+    const hello = await started;
+    if (hello.event === 'error') throw new UserError(String(hello.message));
+    let nextId = 0;
+    return {
+      tokenizer,
+      maxSeqLen: Math.min(opts.window, spec.maxSeqLen) + 1,
+      windowKey: opts.windowKey,
+      source: dir,
+      batchSize: opts.batchSize,
+      scoreSequences(seqs: number[][]): Promise<TokenScores[]> {
+        if (failure) return Promise.reject(new Error(failure));
+        const id = nextId++;
+        return new Promise((resolve, reject) => {
+          waiting.set(id, (m) => {
+            waiting.delete(id);
+            if (m.error) return reject(new Error(String(m.error)));
+            const results = m.results as { logprobs: number[]; greedy: boolean[] }[];
+            resolve(results.map((r) => ({ logprobs: Float64Array.from(r.logprobs), greedy: Uint8Array.from(r.greedy, Number) })));
+          });
+          child.stdin!.write(JSON.stringify({ id, seqs }) + '\n');
+        });
+      },
+      dispose() {
+        child.stdin!.end();
+      },
+    };
+  };
+}

@@ -1,0 +1,40 @@
+// Evaluation through the torch engine's scorer (issue #13, CPU part): the same checkpoint and items scored by both
+// engines give log-probs within 1e-4 (fp32) and the same result files.
+import { spawnSync } from 'child_process';
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { findTorch } from '../../src/engine/torch';
+
+const ROOT = path.resolve(__dirname, '../..');
+const BIN = path.join(ROOT, 'bin', 'run.js');
+const TINY = path.join(ROOT, 'configs/models/tiny.yaml');
+const found = findTorch({ engine: { name: 'torch', python: '', gpus: 1, precision: 'fp32', compile: 'off', threads: 1, device: 'cpu' } });
+const env = { ...process.env, ...('probe' in found ? { MLACTL_PYTHON: found.probe.python } : {}) };
+const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mlactl-torch-eval-'));
+afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+test('eval --engine torch equals eval with tfjs: per-choice log-probs within 1e-4, the same results.json fields', () => {
+  expect('reasons' in found ? found.reasons : []).toEqual([]);
+  const run = path.join(dir, 'tfjs');
+  const t = spawnSync(process.execPath, [BIN, 'train', '--config', TINY, '--set', 'backend=wasm', '--set', 'train.tokens=1024', '--run-dir', run], { encoding: 'utf8', env });
+  expect(t.status).toBe(0);
+  fs.cpSync(run, path.join(dir, 'torch'), { recursive: true });
+  const evalWith = (folder: string, extra: string[]) =>
+    spawnSync(process.execPath, [BIN, 'eval', '--run', path.join(dir, folder), '--task', 'brown-cloze', '--limit', '24', ...extra], { encoding: 'utf8', env });
+  expect(evalWith('tfjs', ['--backend', 'wasm']).status).toBe(0);
+  const e = evalWith('torch', ['--engine', 'torch']);
+  expect(e.stderr).not.toMatch(/Error/);
+  expect(e.status).toBe(0);
+  for (const task of ['brown-cloze']) {
+    const items = (folder: string) =>
+      fs.readFileSync(path.join(dir, folder, 'eval', 'limit-24', `${task}.jsonl`), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { logprobs: number[] });
+    const a = items('tfjs');
+    const b = items('torch');
+    expect(b).toHaveLength(24);
+    a.forEach((item, i) => item.logprobs.forEach((lp, j) => expect(Math.abs(b[i].logprobs[j] - lp)).toBeLessThanOrEqual(1e-4)));
+  }
+  const results = (folder: string) => JSON.parse(fs.readFileSync(path.join(dir, folder, 'eval', 'limit-24', 'results.json'), 'utf8'));
+  const shape = (r: Record<string, unknown>) => JSON.stringify(r, (k, v) => (typeof v === 'number' ? 0 : v));
+  expect(shape(results('torch'))).toBe(shape(results('tfjs')));
+});
