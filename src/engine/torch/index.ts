@@ -77,6 +77,15 @@ export function findTorch(cfg: Pick<Config, 'engine'>): { probe: TorchProbe } | 
   return { reasons };
 }
 
+/** The interpreter to use, or a one-line refusal (exit 2) listing every interpreter tried and why it failed. */
+export function requireTorch(cfg: Pick<Config, 'engine'>): TorchProbe {
+  const found = findTorch(cfg);
+  if ('reasons' in found) {
+    throw new UserError(`engine.name: torch needs an interpreter with PyTorch >= 1.13: ${found.reasons.join('; ')} (set engine.python or MLACTL_PYTHON)`);
+  }
+  return found.probe;
+}
+
 /** Token streams the engine can map: shard segments as they are, in-memory streams written once to a file. */
 function segmentsOf(store: TokenStore, name: string, scratch: string, vocab: number): TokenSegment[] {
   if (store.segments) return store.segments;
@@ -148,11 +157,7 @@ export const torchEngine: TrainingEngine = {
   name: 'torch',
 
   async prepare(job: TrainJob): Promise<EngineInfo> {
-    const found = findTorch(job.cfg);
-    if ('reasons' in found) {
-      throw new UserError(`engine.name: torch needs an interpreter with PyTorch >= 1.13: ${found.reasons.join('; ')} (set engine.python or MLACTL_PYTHON)`);
-    }
-    const probe = found.probe;
+    const probe = requireTorch(job.cfg);
     const gpus = job.cfg.engine.gpus;
     if (gpus > 1 && (probe.device_count ?? 0) < gpus) {
       throw new UserError(`engine.gpus: ${gpus} processes asked for, but ${probe.python} sees ${probe.device_count ?? 0} CUDA device(s) on this host`);
@@ -171,7 +176,7 @@ export const torchEngine: TrainingEngine = {
   },
 
   async train(job: TrainJob, onEvent: (e: TrainEvent) => void, stop: StopRequest): Promise<TrainOutcome> {
-    const probe = lastProbe ?? (findTorch(job.cfg) as { probe: TorchProbe }).probe;
+    const probe = lastProbe ?? requireTorch(job.cfg);
     const scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'mlactl-torch-'));
     let child: ChildProcess | undefined;
     try {

@@ -10,15 +10,13 @@ import { getTokenizer } from '../../data/tokenizer';
 import { UserError } from '../../errors';
 import type { OpenScorer, TokenScores } from '../../eval/types';
 import { readModelFolder } from '../../runfolder/checkpoint';
-import { findTorch, PYTHON_PACKAGE_DIR } from './index';
+import { PYTHON_PACKAGE_DIR, requireTorch } from './index';
 
 /** For run folders written before `engine` was a config key: the torch settings scoring needs. */
 export const SCORING_ENGINE_DEFAULTS: EngineConfig = { name: 'torch', python: '', gpus: 1, precision: 'fp32', compile: 'off', threads: 0, device: 'auto' };
 
 export function torchScorers(cfg: Pick<Config, 'engine'>): OpenScorer {
-  const found = findTorch(cfg);
-  if ('reasons' in found) throw new UserError(`engine.name: torch needs an interpreter with PyTorch >= 1.13: ${found.reasons.join('; ')} (set engine.python or MLACTL_PYTHON)`);
-  const python = found.probe.python;
+  const python = requireTorch(cfg).python;
   return async (dir, opts) => {
     // config.json checked here too, so a bad folder is refused before a process starts; its tokenizer is the text's.
     const { spec, config } = readModelFolder(dir);
