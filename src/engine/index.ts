@@ -27,7 +27,3 @@ export function chooseEngine(cfg: Pick<Config, 'engine'>): EngineChoice {
     }
   }
 }
-
-export async function engineFor(cfg: Pick<Config, 'engine'>): Promise<TrainingEngine> {
-  return chooseEngine(cfg).engine;
-}

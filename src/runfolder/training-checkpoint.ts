@@ -28,6 +28,21 @@ export interface TrainState {
 
 export const CKPT_DIR = 'ckpt';
 
+/** The state of a run before its first step: what a fresh run's step-0 checkpoint records. */
+export function freshTrainState(dataSeed: number, totalSteps: number, warmupSteps: number): TrainState {
+  return {
+    step: 0,
+    tokens: 0,
+    data_cursor: { seed: dataSeed, step: 0 },
+    schedule: { step: 0, total_steps: totalSteps, warmup_steps: warmupSteps },
+    elapsed_s: 0,
+    best_val_loss: null,
+    last_val_loss: null,
+    heads_clipped_total: 0,
+    max_logit_peak: null,
+  };
+}
+
 /** Test hook: pause between files so a test can kill the process mid-checkpoint. */
 function testPause(): void {
   const ms = Number(process.env.MLACTL_TEST_CKPT_PAUSE_MS ?? 0);

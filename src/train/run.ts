@@ -10,15 +10,15 @@ import { configToYaml } from '../config/load';
 import type { Config } from '../config/types';
 import { validationWindows } from '../data/batches';
 import { openTrainingData, type TrainingData } from '../data/dataset';
-import { engineFor } from '../engine';
-import { intervalsOf, planSteps, StopRequest, type TrainEvent, type TrainingEngine, type TrainJob } from '../engine/types';
+import { chooseEngine } from '../engine';
+import { intervalsOf, planSteps, StopRequest, type StepPlan, type TrainEvent, type TrainJob } from '../engine/types';
 import { UserError } from '../errors';
 import { countParams } from '../model/params';
 import { configSpec, type ModelSpec } from '../model/spec';
 import { readJson, writeJson } from '../runfolder/atomic';
 import { claimRunFolder, gitState, machineInfo, mlactlVersion } from '../runfolder/folder';
 import { MetricsWriter } from '../runfolder/metrics';
-import { latestCheckpoint, readTrainState } from '../runfolder/training-checkpoint';
+import { freshTrainState, latestCheckpoint, readTrainState } from '../runfolder/training-checkpoint';
 import type { EngineInfo, RunManifest, RunSummary } from '../runfolder/types';
 import { silentProgress, type ProgressSink } from './progress';
 
@@ -60,6 +60,7 @@ export interface PreparedRun {
   cfg: Config;
   data: TrainingData;
   spec: ModelSpec;
+  plan: StepPlan;
   valStarts: number[];
 }
 
@@ -76,7 +77,7 @@ export function prepareRun(cfg: Config): PreparedRun {
     throw new UserError(`data.source: the training split of ${cfg.data.source} has ${data.train.length} tokens, fewer than data.seq_len + 1 = ${cfg.data.seq_len + 1}`);
   }
   const valStarts = validationWindows(data.val.length, cfg.data.seq_len, cfg.train.eval_tokens);
-  return { cfg, data, spec, valStarts };
+  return { cfg, data, spec, plan, valStarts };
 }
 
 function valHash(data: TrainingData, starts: number[], seqLen: number): string {
@@ -88,11 +89,12 @@ function valHash(data: TrainingData, starts: number[], seqLen: number): string {
 export async function trainRun(opts: TrainOptions): Promise<TrainResult> {
   const cfg = opts.config;
   const progress = opts.progress ?? silentProgress;
-  const engine: TrainingEngine = await engineFor(cfg);
+  const { engine, reason } = chooseEngine(cfg);
+  // auto decides here; say what it found (the manifest records the engine it picked).
+  if (cfg.engine.name === 'auto') progress.note(reason);
   const prepared = prepareRun(cfg);
-  const { data, spec, valStarts } = prepared;
+  const { data, spec, plan, valStarts } = prepared;
   const dir = opts.runDir;
-  const plan = planSteps(cfg);
   const tokenizer = { name: data.tokenizer.name, hash: data.tokenizer.hash, eos: data.tokenizer.eos };
   const job: TrainJob = {
     cfg, spec, runDir: dir, data, valStarts, plan, every: intervalsOf(cfg, plan), resumeFrom: null, stopAfterSteps: opts.stopAfterSteps ?? null, tokenizer,
@@ -164,9 +166,7 @@ export async function trainRun(opts: TrainOptions): Promise<TrainResult> {
     const metrics = new MetricsWriter(dir, spec.L);
     const ckpt = opts.resume ? latestCheckpoint(dir) : null;
     // The summary's running totals start where the checkpoint's state.json left them.
-    const totals = ckpt
-      ? readTrainState(ckpt.dir)
-      : { step: 0, tokens: 0, elapsed_s: 0, best_val_loss: null, last_val_loss: null, heads_clipped_total: 0, max_logit_peak: null };
+    const totals = ckpt ? readTrainState(ckpt.dir) : freshTrainState(cfg.data.seed, plan.totalSteps, plan.warmupSteps);
     if (ckpt) {
       job.resumeFrom = ckpt.dir;
       progress.note(`resuming ${dir} from ${path.relative(dir, ckpt.dir)} (step ${totals.step})`);

@@ -16,7 +16,7 @@ import {
 } from '../../src/config/load';
 import { schemaKeyPaths } from '../../src/config/schema';
 import { editDistance } from '../../src/config/validate';
-import { UserError } from '../../src/errors';
+import { userErrorOf } from '../user-error';
 
 const REPO = path.resolve(__dirname, '../..');
 const MODELS = path.join(REPO, 'configs/models');
@@ -40,21 +40,6 @@ function write(name: string, text: string): string {
 /** `extends:` line pointing from a file in `dir` to the repo's base.yaml. */
 function extendsBase(dir = tmp): string {
   return `extends: ${path.relative(dir, BASE_CONFIG_PATH)}\n`;
-}
-
-/** Runs `fn`, demands a one-line UserError with exit code 2, and returns its message. */
-function userErrorOf(fn: () => unknown): string {
-  let caught: unknown;
-  try {
-    fn();
-  } catch (err) {
-    caught = err;
-  }
-  expect(caught).toBeInstanceOf(UserError);
-  const err = caught as UserError;
-  expect(err.exitCode).toBe(2);
-  expect(err.message).not.toContain('\n');
-  return err.message;
 }
 
 /** Leaf key paths of a parsed YAML object: mappings are walked, lists and scalars are leaves. */

@@ -6,7 +6,7 @@ import { initBackend, maxBindingBytes } from '../../backend';
 import type { Config } from '../../config/types';
 import { UserError } from '../../errors';
 import type { ModelSpec } from '../../model/spec';
-import type { TrainState } from '../../runfolder/training-checkpoint';
+import { freshTrainState, type TrainState } from '../../runfolder/training-checkpoint';
 import type { EngineInfo } from '../../runfolder/types';
 import type { StopRequest, TrainEvent, TrainingEngine, TrainJob, TrainOutcome } from '../types';
 import { restoreTrainingCheckpoint, saveTrainingCheckpoint } from './checkpoint';
@@ -56,17 +56,7 @@ export const tfjsEngine: TrainingEngine = {
     const { cfg, spec, runDir, data, valStarts, plan, every } = job;
     const trainer = new Trainer(cfg, spec, data.train);
     try {
-      let state: TrainState = {
-        step: 0,
-        tokens: 0,
-        data_cursor: { seed: cfg.data.seed, step: 0 },
-        schedule: { step: 0, total_steps: plan.totalSteps, warmup_steps: plan.warmupSteps },
-        elapsed_s: 0,
-        best_val_loss: null,
-        last_val_loss: null,
-        heads_clipped_total: 0,
-        max_logit_peak: null,
-      };
+      let state: TrainState = freshTrainState(cfg.data.seed, plan.totalSteps, plan.warmupSteps);
       if (job.resumeFrom) {
         state = restoreTrainingCheckpoint(job.resumeFrom, trainer);
       } else {

@@ -151,8 +151,6 @@ function launchCommand(python: string, cfg: Config, jobFile: string): { command:
   return { command: python, args: ['-m', 'torch.distributed.run', ...rendezvous, `--nproc_per_node=${cfg.engine.gpus}`, ...module] };
 }
 
-let lastProbe: TorchProbe | undefined;
-
 export const torchEngine: TrainingEngine = {
   name: 'torch',
 
@@ -162,7 +160,6 @@ export const torchEngine: TrainingEngine = {
     if (gpus > 1 && (probe.device_count ?? 0) < gpus) {
       throw new UserError(`engine.gpus: ${gpus} processes asked for, but ${probe.python} sees ${probe.device_count ?? 0} CUDA device(s) on this host`);
     }
-    lastProbe = probe;
     const cuda = job.cfg.engine.device !== 'cpu' && !!probe.cuda_available;
     return {
       engine: 'torch',
@@ -176,7 +173,8 @@ export const torchEngine: TrainingEngine = {
   },
 
   async train(job: TrainJob, onEvent: (e: TrainEvent) => void, stop: StopRequest): Promise<TrainOutcome> {
-    const probe = lastProbe ?? requireTorch(job.cfg);
+    // Probes are cached per interpreter: this is the one prepare() found.
+    const probe = requireTorch(job.cfg);
     const scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'mlactl-torch-'));
     let child: ChildProcess | undefined;
     try {

@@ -18,25 +18,11 @@ import { modelSpec } from '../../../src/model/spec';
 import { forward, forwardHidden } from '../../../src/model/transformer';
 import { headLoss } from '../../../src/engine/tfjs/head-loss';
 import { assignParam } from '../../../src/optim/groups';
+import { userErrorOf } from '../../user-error';
 
 const MODELS = path.resolve(__dirname, '../../../configs/models');
 const preset = (name: string, sets: string[] = []): Config => loadConfig(path.join(MODELS, `${name}.yaml`), sets);
 const GiB = 2 ** 30;
-
-/** Runs `fn`, demands a one-line UserError with exit code 2, and returns its message. */
-function userErrorOf(fn: () => unknown): string {
-  let caught: unknown;
-  try {
-    fn();
-  } catch (err) {
-    caught = err;
-  }
-  expect(caught).toBeInstanceOf(UserError);
-  const err = caught as UserError;
-  expect(err.exitCode).toBe(2);
-  expect(err.message).not.toContain('\n');
-  return err.message;
-}
 
 describe('estimateTrainingMemory', () => {
   test.each([
