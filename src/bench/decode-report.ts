@@ -7,7 +7,7 @@ import { writeFileAtomic } from '../runfolder/atomic';
 import { CONFIGS_DIR } from '../paths';
 import { CACHE_KINDS, cacheNumbersPerToken, configSpec, type CacheKind, type ModelSpec } from '../model/spec';
 import { PLOT_FONT, renderSvgs, svgToPng } from '../report/render';
-import { BYTES_PER_NUMBER, formatBytes, formatContext, type DecodeBenchResult } from './decode';
+import { BYTES_PER_NUMBER, formatBytes, formatContext, rowLabel, type DecodeBenchResult } from './decode';
 
 /** The preset whose whole-model cache sizes every benchmark reports, and the contexts it reports them at. */
 export const MEMORY_PRESET = path.join(CONFIGS_DIR, 'models', 'paper-400m.yaml');
@@ -74,58 +74,73 @@ const CSV_HEADER = [
   'backend', 'device', 'dims_source', 'd_model', 'n_heads', 'kv_lora_rank', 'qk_nope_head_dim', 'qk_rope_head_dim', 'v_head_dim',
   'q_lora_rank', 'key_groups', 'scope', 'batch', 'context', 'cache', 'bytes_per_token_per_layer', 'cache_total_bytes', 'prefill_ms',
   'median_ms', 'p10_ms', 'p90_ms', 'median_cpu_ms', 'repeats', 'check_rel_err', 'ratio_to_latent',
+  'engine', 'dtype', 'impl', 'bytes_read', 'bound_ms', 'bandwidth_fraction',
 ] as const;
 
 export const DECODE_CSV_COLUMNS: readonly string[] = CSV_HEADER;
 
 const round = (x: number, digits = 4) => Number(x.toFixed(digits));
+/** A number that may be missing (torch on CUDA has no CPU time per step): '' in CSV, '-' in tables. */
+const maybe = (x: number | null | undefined, f: (v: number) => string | number, none: string) => (x === null || x === undefined || !Number.isFinite(x) ? none : f(x));
 
 export function decodeCsv(r: DecodeBenchResult): string {
   const d = r.dims;
   const lines = r.rows.map((row) => [
     r.backend, r.device, d.source, d.d_model, d.n_heads, d.kv_lora_rank, d.qk_nope_head_dim, d.qk_rope_head_dim, d.v_head_dim,
     d.q_lora_rank, d.key_groups, d.scope, r.batch, row.context, row.cache, row.bytes_per_token_per_layer, row.cache_total_bytes,
-    round(row.prefill_ms, 1), round(row.median_ms), round(row.p10_ms), round(row.p90_ms), round(row.median_cpu_ms), r.repeats,
+    round(row.prefill_ms, 1), round(row.median_ms), round(row.p10_ms), round(row.p90_ms), maybe(row.median_cpu_ms, round, ''), r.repeats,
     row.check_rel_err.toExponential(3), row.ratio_to_latent === null ? '' : round(row.ratio_to_latent),
+    r.engine ?? 'tfjs', r.dtype ?? 'fp32', row.impl ?? 'tfjs', row.bytes_read ?? '', maybe(row.bound_ms, (v) => round(v, 5), ''), maybe(row.bandwidth_fraction, round, ''),
   ]);
   return stringify([[...CSV_HEADER], ...lines]);
 }
 
 export function formatDecodeTable(r: DecodeBenchResult): string[] {
+  // torch rows carry the memory-bandwidth bound of the step and the fraction of it reached.
+  const bound = r.rows.some((row) => row.bound_ms !== undefined);
   const lines = [
-    `| context | cache | bytes/token/layer | cache | prefill ms | median ms | p10 ms | p90 ms | cpu ms | rel. error | / latent (per round) |`,
-    `| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |`,
+    `| context | cache | bytes/token/layer | cache | prefill ms | median ms | p10 ms | p90 ms | cpu ms | rel. error | / latent (per round) |${bound ? ' bound ms | of bound |' : ''}`,
+    `| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |${bound ? ' --- | --- |' : ''}`,
   ];
   for (const row of r.rows) {
+    const extra = bound ? ` ${maybe(row.bound_ms, (v) => v.toFixed(3), '-')} | ${maybe(row.bandwidth_fraction, (v) => v.toFixed(2), '-')} |` : '';
     lines.push(
-      `| ${formatContext(row.context)} | ${row.cache} | ${row.bytes_per_token_per_layer} | ${formatBytes(row.cache_total_bytes)} | ${row.prefill_ms.toFixed(0)} | ` +
-        `${row.median_ms.toFixed(2)} | ${row.p10_ms.toFixed(2)} | ${row.p90_ms.toFixed(2)} | ${row.median_cpu_ms.toFixed(2)} | ${row.check_rel_err.toExponential(1)} | ` +
-        `${row.ratio_to_latent === null ? '-' : row.ratio_to_latent.toFixed(3)} |`,
+      `| ${formatContext(row.context)} | ${rowLabel(row)} | ${row.bytes_per_token_per_layer} | ${formatBytes(row.cache_total_bytes)} | ${row.prefill_ms.toFixed(0)} | ` +
+        `${row.median_ms.toFixed(bound ? 4 : 2)} | ${row.p10_ms.toFixed(bound ? 4 : 2)} | ${row.p90_ms.toFixed(bound ? 4 : 2)} | ${maybe(row.median_cpu_ms, (v) => v.toFixed(2), '-')} | ${row.check_rel_err.toExponential(1)} | ` +
+        `${row.ratio_to_latent === null ? '-' : row.ratio_to_latent.toFixed(3)} |${extra}`,
     );
   }
-  if (r.ratios.length) {
+  for (const impl of [...new Set(r.ratios.map((q) => q.impl))]) {
+    const ratios = r.ratios.filter((q) => q.impl === impl);
+    const which = impl === 'fused' ? ' (fused kernel)' : impl === 'torch' ? ' (PyTorch path)' : '';
     lines.push('');
-    const list = (f: (q: DecodeBenchResult['ratios'][number]) => number) => r.ratios.map((q) => `${formatContext(q.context)} ${f(q).toFixed(3)}`).join(', ');
-    const withInterval = r.ratios.map((q) => `${formatContext(q.context)} ${q.invrms_over_latent.toFixed(3)} [${q.invrms_over_latent_ci95.map((v) => v.toFixed(3)).join(', ')}]`);
-    lines.push(`latent+invrms / latent, median of per-round ratios [95% bootstrap interval]: ${withInterval.join(', ')}`);
-    lines.push(`  (ratio of medians: ${list((q) => q.invrms_over_latent_of_medians)}; CPU time: ${list((q) => q.invrms_over_latent_cpu)})`);
+    const list = (f: (q: DecodeBenchResult['ratios'][number]) => number) => ratios.map((q) => `${formatContext(q.context)} ${maybe(f(q), (v) => v.toFixed(3), '-')}`).join(', ');
+    const withInterval = ratios.map((q) => `${formatContext(q.context)} ${q.invrms_over_latent.toFixed(3)} [${q.invrms_over_latent_ci95.map((v) => v.toFixed(3)).join(', ')}]`);
+    lines.push(`latent+invrms / latent${which}, median of per-round ratios [95% bootstrap interval]: ${withInterval.join(', ')}`);
+    lines.push(`  (ratio of medians: ${list((q) => q.invrms_over_latent_of_medians)}${ratios.some((q) => Number.isFinite(q.invrms_over_latent_cpu)) ? `; CPU time: ${list((q) => q.invrms_over_latent_cpu)}` : ''})`);
+  }
+  if (r.engine === 'torch') {
+    lines.push('');
+    lines.push(`timing: ${r.timing}; ${r.compile}; copy bandwidth ${r.copy_bandwidth_gbs?.toFixed(1)} GB/s (read + write); ${r.dtype} cache and weights; fused kernel: ${r.fused?.note}`);
   }
   return lines;
 }
 
 export function describeRun(r: DecodeBenchResult): string {
   const d = r.dims;
-  return `${r.backend} (${r.device}); d ${d.d_model}, H ${d.n_heads}, dc ${d.kv_lora_rank}, dn ${d.qk_nope_head_dim}, dr ${d.qk_rope_head_dim}, dv ${d.v_head_dim}, G ${d.key_groups}, scope ${d.scope}${d.q_lora_rank ? `, dq ${d.q_lora_rank}` : ''}; batch ${r.batch}`;
+  const engine = r.engine === 'torch' ? ` ${r.dtype}` : '';
+  return `${r.backend}${engine} (${r.device}); d ${d.d_model}, H ${d.n_heads}, dc ${d.kv_lora_rank}, dn ${d.qk_nope_head_dim}, dr ${d.qk_rope_head_dim}, dv ${d.v_head_dim}, G ${d.key_groups}, scope ${d.scope}${d.q_lora_rank ? `, dq ${d.q_lora_rank}` : ''}; batch ${r.batch}`;
 }
 
 export function decodePlotSpec(r: DecodeBenchResult): object {
-  const values = r.rows.map((row) => ({ context: row.context, cache: row.cache, median: row.median_ms, p10: row.p10_ms, p90: row.p90_ms }));
+  const values = r.rows.map((row) => ({ context: row.context, cache: rowLabel(row), median: row.median_ms, p10: row.p10_ms, p90: row.p90_ms }));
   // One x scale for both panels: the measured contexts, log 2.
   const contexts = [...new Set(r.rows.map((row) => row.context))];
   // Ticks at the measured contexts, labelled as on the command line (64k, not 65.536k).
   const labelExpr = "datum.value % 1048576 == 0 ? datum.value / 1048576 + 'm' : datum.value % 1024 == 0 ? datum.value / 1024 + 'k' : datum.value";
   const x = { field: 'context', type: 'quantitative', title: 'context (cached tokens)', scale: { type: 'log', base: 2 }, axis: { values: contexts, labelExpr } };
-  const color = { field: 'cache', type: 'nominal', title: 'cache', scale: { domain: CACHE_KINDS.filter((k) => r.rows.some((row) => row.cache === k)), scheme: 'tableau10' } };
+  const labels = CACHE_KINDS.flatMap((k) => [k, `${k} (fused)`]).filter((k) => r.rows.some((row) => rowLabel(row) === k));
+  const color = { field: 'cache', type: 'nominal', title: 'cache', scale: { domain: labels, scheme: 'tableau10' } };
   const latency = {
     width: 560,
     height: 300,
@@ -140,7 +155,7 @@ export function decodePlotSpec(r: DecodeBenchResult): object {
   };
   const charts: object[] = [latency];
   if (r.ratios.length) {
-    const ratioValues = r.ratios.map((q) => ({ context: q.context, ratio: q.invrms_over_latent, lo: q.invrms_over_latent_ci95[0], hi: q.invrms_over_latent_ci95[1] }));
+    const ratioValues = r.ratios.map((q) => ({ context: q.context, impl: q.impl === 'fused' ? 'fused kernel' : q.impl === 'torch' ? 'PyTorch path' : 'as timed', ratio: q.invrms_over_latent, lo: q.invrms_over_latent_ci95[0], hi: q.invrms_over_latent_ci95[1] }));
     const limits = [{ y: 1, what: 'equal' }, { y: 1.02, what: '2% overhead' }];
     charts.push({
       width: 560,
@@ -151,12 +166,17 @@ export function decodePlotSpec(r: DecodeBenchResult): object {
         {
           data: { values: ratioValues },
           mark: { type: 'rule', strokeWidth: 2, color: '#f58518' },
-          encoding: { x, y: { field: 'lo', type: 'quantitative' }, y2: { field: 'hi' } },
+          encoding: { x, y: { field: 'lo', type: 'quantitative' }, y2: { field: 'hi' }, detail: { field: 'impl' } },
         },
         {
           data: { values: ratioValues },
           mark: { type: 'line', color: '#f58518', point: { color: '#f58518' } },
-          encoding: { x, y: { field: 'ratio', type: 'quantitative', title: 'ratio', scale: { zero: false, padding: 12 } } },
+          encoding: {
+            x,
+            y: { field: 'ratio', type: 'quantitative', title: 'ratio', scale: { zero: false, padding: 12 } },
+            // The torch engine's fused kernel has its own ratio: a second, dashed line.
+            strokeDash: { field: 'impl', type: 'nominal', title: 'steps', legend: new Set(ratioValues.map((v) => v.impl)).size > 1 ? {} : null },
+          },
         },
       ],
     });
@@ -168,7 +188,7 @@ export function decodePlotSpec(r: DecodeBenchResult): object {
       font: PLOT_FONT,
       background: 'white',
       axis: { labelFontSize: 11, titleFontSize: 12, grid: true, gridColor: '#eee' },
-      legend: { labelFontSize: 11, titleFontSize: 12 },
+      legend: { labelFontSize: 11, titleFontSize: 12, labelLimit: 260 },
       title: { fontSize: 15, anchor: 'start', subtitleFontSize: 11, subtitleColor: '#555' },
     },
     vconcat: charts,

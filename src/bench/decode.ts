@@ -229,6 +229,21 @@ export interface DecodeBenchRow {
   ratio_to_latent: number | null;
   samples_ms: number[];
   samples_cpu_ms: number[];
+  /** Which step ran: tfjs, or the torch engine's PyTorch path (`torch`) or fused Triton kernel (`fused`). */
+  impl?: DecodeImpl;
+  /** torch engine: bytes the step must read (its cache rows once, and the layer weights it uses). */
+  bytes_read?: number;
+  /** torch engine: bytes_read over the copy bandwidth measured in the same run, ms. */
+  bound_ms?: number;
+  /** bound_ms / median_ms: the fraction of the memory roofline the step reaches. */
+  bandwidth_fraction?: number;
+}
+
+export type DecodeImpl = 'tfjs' | 'torch' | 'fused';
+
+/** A row's series name in tables and plots: the cache, and which implementation when it is the fused kernel. */
+export function rowLabel(row: Pick<DecodeBenchRow, 'cache' | 'impl'>): string {
+  return row.impl === 'fused' ? `${row.cache} (fused)` : row.cache;
 }
 
 export interface DecodeRatio {
@@ -241,6 +256,8 @@ export interface DecodeRatio {
   invrms_over_latent_of_medians: number;
   /** The median per-round ratio of process CPU times. */
   invrms_over_latent_cpu: number;
+  /** Which implementation's latent+invrms and latent steps (torch engine: `torch` or `fused`). */
+  impl?: DecodeImpl;
 }
 
 export interface DecodeBenchResult {
@@ -257,6 +274,13 @@ export interface DecodeBenchResult {
   memory_estimates: MemoryEstimate[];
   started_at: string;
   elapsed_s: number;
+  /** torch engine only: what ran and how it was timed. */
+  engine?: 'tfjs' | 'torch';
+  dtype?: 'fp32' | 'bf16';
+  timing?: string;
+  compile?: string;
+  copy_bandwidth_gbs?: number;
+  fused?: { available: boolean; note: string; config: Record<string, unknown> | null };
 }
 
 export class DecodeCheckError extends Error {
@@ -286,7 +310,7 @@ async function timeStep(l: BenchLayer, kind: CacheKind, cache: FixedCache, rope:
   return { wall, cpu: (cpu.user + cpu.system) / 1000 };
 }
 
-type Timings = Map<CacheKind, { wall: number[]; cpu: number[] }>;
+export type Timings = Map<CacheKind, { wall: number[]; cpu: number[] }>;
 
 /** Fill every cache from the same history (sharing its latent tensors); returns them with their fill times. */
 async function fillCaches(layer: BenchLayer, content: LatentContent, latent: tf.Tensor2D[], rope: RopeTables, opts: DecodeBenchOptions, log: (l: string) => void) {
@@ -342,7 +366,7 @@ function pairedRatio(a: number[], b: number[]): number {
   return median(a.map((v, i) => v / b[i]));
 }
 
-function summarise(S: number, B: number, dims: ModelSpec, timings: Timings, prefillMs: Map<CacheKind, number>, errors: Map<CacheKind, number>) {
+export function summarise(S: number, B: number, dims: ModelSpec, timings: Timings, prefillMs: Map<CacheKind, number>, errors: Map<CacheKind, number>) {
   const latent = timings.get('latent');
   const invrms = timings.get('latent+invrms');
   const rows: DecodeBenchRow[] = [...timings].map(([kind, t]) => ({

@@ -12,6 +12,8 @@ import type { Params } from '../model/params';
 import { CACHE_KINDS, type CacheKind, type ModelSpec } from '../model/spec';
 import { cachesFor, defaultCache } from '../model/variants';
 import { IncrementalDecoder } from '../model/transformer';
+import type { EngineConfig } from '../config/types';
+import { torchGenerate } from '../engine/torch/decode';
 
 export interface SamplingOptions {
   /** Divides the logits; 0 means greedy (always the most likely token). */
@@ -175,19 +177,26 @@ class TextStream {
  * Generate up to `maxTokens` tokens after `prompt` (an empty prompt starts from the end-of-text id, which precedes
  * every document in training). Seeded: the same seed, model and options give the same tokens.
  */
+/** The prompt's token ids (eos for an empty prompt), refused when they and `maxTokens` new ones exceed max_seq_len. */
+export function promptTokensFor(s: ModelSpec, tok: Tokenizer, prompt: string, maxTokens: number): number[] {
+  if (!Number.isInteger(maxTokens) || maxTokens < 1) throw new UserError(`--max-tokens: must be a positive integer, got ${maxTokens}`);
+  const promptTokens = prompt === '' ? [tok.eos] : tok.encode(prompt);
+  // Every token but the last generated one is fed, so positions run to prompt + maxTokens - 2.
+  if (promptTokens.length + maxTokens - 1 > s.maxSeqLen) {
+    throw new UserError(
+      `--max-tokens ${maxTokens}: the prompt's ${promptTokens.length} tokens plus ${maxTokens} new ones exceed the model's max_seq_len ${s.maxSeqLen} (at most ${Math.max(0, s.maxSeqLen - promptTokens.length + 1)} new tokens)`,
+    );
+  }
+  return promptTokens;
+}
+
 export async function generate(model: GenerationModel, prompt: string, o: GenerateOptions): Promise<GenerateResult> {
   validateSampling(o.sampling);
   if (!Number.isInteger(o.maxTokens) || o.maxTokens < 1) throw new UserError(`--max-tokens: must be a positive integer, got ${o.maxTokens}`);
   const s = model.spec;
   const kind = resolveCache(o.cache, s);
   const tok = model.tokenizer;
-  const promptTokens = prompt === '' ? [tok.eos] : tok.encode(prompt);
-  // Every token but the last generated one is fed, so positions run to prompt + maxTokens - 2.
-  if (promptTokens.length + o.maxTokens - 1 > s.maxSeqLen) {
-    throw new UserError(
-      `--max-tokens ${o.maxTokens}: the prompt's ${promptTokens.length} tokens plus ${o.maxTokens} new ones exceed the model's max_seq_len ${s.maxSeqLen} (at most ${Math.max(0, s.maxSeqLen - promptTokens.length + 1)} new tokens)`,
-    );
-  }
+  const promptTokens = promptTokensFor(s, tok, prompt, o.maxTokens);
   const rng = Rng.fromSeed(o.seed);
   const decoder = new IncrementalDecoder(model.params, s, model.rope, kind);
   const stream = new TextStream(tok, o.onText);
@@ -234,4 +243,35 @@ export async function generate(model: GenerationModel, prompt: string, o: Genera
   } finally {
     decoder.dispose();
   }
+}
+
+/**
+ * Greedy generation through the torch engine (python -m mlactl_torch generate): the same prompt handling, cache
+ * choice and result as `generate` with temperature 0; the text is shown when complete rather than streamed.
+ */
+export async function generateWithTorch(
+  settings: EngineConfig,
+  model: { dir: string; spec: ModelSpec; tokenizer: Tokenizer },
+  prompt: string,
+  o: Omit<GenerateOptions, 'sampling' | 'seed'>,
+): Promise<GenerateResult & { attention: 'torch' | 'fused'; device: string }> {
+  const kind = resolveCache(o.cache, model.spec);
+  const tok = model.tokenizer;
+  const promptTokens = promptTokensFor(model.spec, tok, prompt, o.maxTokens);
+  const r = await torchGenerate(settings, model.dir, promptTokens, { maxTokens: o.maxTokens, cache: kind, eos: tok.eos, vocabLimit: tok.vocabSize });
+  const text = tok.decode(r.tokens.filter((t) => t !== tok.eos));
+  o.onText?.(text);
+  return {
+    promptTokens,
+    tokens: r.tokens,
+    text,
+    cache: kind,
+    cacheShapes: r.cache_shapes,
+    stopped: r.stopped,
+    prefillMs: r.prefill_ms,
+    msPerToken: r.ms_per_token,
+    totalMs: r.total_ms,
+    attention: r.attention,
+    device: r.device,
+  };
 }

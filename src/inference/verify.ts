@@ -5,16 +5,17 @@
  * is exact on this model, this backend and these weights, not only on the unit tests' toy shapes.
  */
 import * as tf from '@tensorflow/tfjs';
-import type { Config } from '../config/types';
+import type { Config, EngineConfig } from '../config/types';
 import { UserError } from '../errors';
 import { configSpec } from '../model/spec';
 import { RopeTables } from '../model/layers';
 import { countParams, disposeParams, initParams, paramInfos, type Params } from '../model/params';
 import { maxRelativeError, referenceForward, type RefWeights } from '../model/reference';
-import { loadRunModel } from './scoring';
+import { loadRunModel, resolveModelFolder } from './scoring';
 import type { CacheKind, ModelSpec } from '../model/spec';
 import { cachesFor } from '../model/variants';
 import { forward, IncrementalDecoder } from '../model/transformer';
+import { modelFolderInfo, runTorchCommand } from '../engine/torch/decode';
 
 export const DEFAULT_VERIFY_TOLERANCE = 1e-5;
 export const DEFAULT_VERIFY_TOKENS = 16;
@@ -198,6 +199,46 @@ export async function verifyCheckpoint(dir: string, opts: VerifyOptions & { step
   } finally {
     model.dispose();
   }
+}
+
+/**
+ * The torch engine's float64 reference is the training form of a float64 copy of the model (PyTorch, not plain
+ * JavaScript loops), so it runs for much larger models.
+ */
+export const TORCH_REFERENCE_PARAM_LIMIT = 500_000_000;
+
+/**
+ * `verify --engine torch`: the same comparisons (python -m mlactl_torch verify), on the same test tokens, for a
+ * config's fresh model (its seeded init, norm gains drawn from U(0.5, 1.5)) or a checkpoint. On CUDA the fused
+ * Triton decode kernel's forms are checked too when it runs there.
+ */
+export async function verifyWithTorch(
+  settings: EngineConfig,
+  source: { config: Config; file: string } | { run: string; step?: number },
+  opts: VerifyOptions = {},
+): Promise<VerifySourceReport & { device: string }> {
+  const tolerance = opts.tolerance ?? DEFAULT_VERIFY_TOLERANCE;
+  const limit = opts.referenceParamLimit ?? TORCH_REFERENCE_PARAM_LIMIT;
+  let args: string[];
+  let tokens: number[];
+  let where: { source: string; step: number | null };
+  if ('config' in source) {
+    const s = configSpec(source.config);
+    tokens = verifyTokens(opts.tokens ?? Math.min(DEFAULT_VERIFY_TOKENS, s.maxSeqLen), s.vocab, opts.tokenSeed ?? source.config.seed);
+    args = ['--spec', JSON.stringify(s), '--seed', String(source.config.seed)];
+    where = { source: source.file, step: null };
+  } else {
+    const folder = resolveModelFolder(source.run, source.step);
+    const { spec, tokenizer } = modelFolderInfo(folder.dir);
+    tokens = verifyTokens(opts.tokens ?? Math.min(DEFAULT_VERIFY_TOKENS, spec.maxSeqLen), tokenizer.vocabSize, opts.tokenSeed ?? 0);
+    if (tokens.length < 2 || tokens.length > spec.maxSeqLen) throw new UserError(`--tokens: need 2..${spec.maxSeqLen} (max_seq_len) tokens, got ${tokens.length}`);
+    args = ['--model', folder.dir];
+    where = { source: folder.dir, step: folder.step };
+  }
+  const { event: _event, ...r } = await runTorchCommand<VerifyReport & { device: string; event: string }>(settings, [
+    'verify', ...args, '--tokens', tokens.join(','), '--tolerance', String(tolerance), '--reference-param-limit', String(limit),
+  ]);
+  return { ...where, ...r };
 }
 
 /** The human form: one row per pair. */

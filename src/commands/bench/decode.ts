@@ -27,6 +27,8 @@ import { UserError } from '../../errors';
 import { specFromCheckpointConfig, type CheckpointConfigJson } from '../../runfolder/checkpoint';
 import { resolveModelFolder } from '../../inference/scoring';
 import { CACHE_KINDS, configSpec, type ModelSpec } from '../../model/spec';
+import { runTorchDecodeBench } from '../../bench/decode-torch';
+import { inferenceEngine } from '../../engine/torch/decode';
 
 export type BenchDecodeResult = DecodeBenchResult & {
   out: string;
@@ -60,6 +62,7 @@ export default class BenchDecode extends MlactlCommand<BenchDecodeResult> {
     '<%= config.bin %> bench decode',
     '<%= config.bin %> bench decode --contexts 16k,64k,256k --caches latent,latent+invrms --backend wasm',
     '<%= config.bin %> bench decode --config configs/models/paper-400m.yaml --contexts 4k,32k',
+    '<%= config.bin %> bench decode --engine torch --dtype bf16 --contexts 1k,16k,64k,256k --batch 8 --repeats 30',
   ];
 
   static override flags = {
@@ -75,6 +78,8 @@ export default class BenchDecode extends MlactlCommand<BenchDecodeResult> {
     out: Flags.string({ char: 'o', description: 'output folder (default runs/bench-decode-<timestamp>)' }),
     'max-memory': Flags.string({ description: 'refuse contexts whose estimated peak exceeds this (e.g. 6GB; default: free memory)' }),
     seed: Flags.integer({ description: 'seeds the weights and the token history', default: 0 }),
+    engine: Flags.option({ options: ['tfjs', 'torch'] as const, description: 'tfjs (the --backend) or torch (PyTorch child process: CUDA graphs and the fused Triton kernel on a GPU)', default: 'tfjs' })(),
+    dtype: Flags.option({ options: ['fp32', 'bf16'] as const, description: 'torch engine: the cache and weight dtype (softmax and accumulation in float32)', default: 'fp32' })(),
   };
 
   async run(): Promise<BenchDecodeResult> {
@@ -94,12 +99,28 @@ export default class BenchDecode extends MlactlCommand<BenchDecodeResult> {
       dims = dimsOfRun(flags.run);
       source = flags.run;
     }
-    const backend = await initBackend(flags.backend);
+    if (flags.engine !== 'torch' && flags.dtype !== 'fp32') throw new UserError('--dtype: only with --engine torch (the tfjs benchmark stores float32)');
+    const torch = flags.engine === 'torch';
+    const backend = torch ? { name: 'torch', device: '' } : await initBackend(flags.backend);
     const out = flags.out ?? path.join('runs', `bench-decode-${timestamp()}`);
 
     let result: DecodeBenchResult;
     try {
-      result = await runDecodeBench({
+      result = torch
+        ? await runTorchDecodeBench({
+            dims,
+            dimsSource: source,
+            contexts,
+            batch: flags.batch,
+            repeats: flags.repeats,
+            warmup: flags.warmup,
+            caches,
+            seed: flags.seed,
+            dtype: flags.dtype,
+            settings: inferenceEngine('torch', null).settings,
+            log: (text) => process.stderr.write(text),
+          })
+        : await runDecodeBench({
         dims,
         dimsSource: source,
         contexts,
@@ -123,7 +144,7 @@ export default class BenchDecode extends MlactlCommand<BenchDecodeResult> {
 
     const memory = { bench_dims: memoryAccount(source, { ...dims, L: 1 }), preset: presetMemoryAccount() };
     const { files, warnings } = await writeDecodeOutputs(out, result, memory);
-    this.say(`decode step of one attention layer: ${backend.name} (${backend.device}), dims from ${source}, batch ${flags.batch}, ${flags.repeats} repeats`);
+    this.say(`decode step of one attention layer: ${result.backend}${torch ? ` ${flags.dtype}` : ''} (${result.device}), dims from ${source}, batch ${flags.batch}, ${flags.repeats} repeats`);
     for (const line of formatDecodeTable(result)) this.say(line);
     this.say('');
     for (const line of formatMemoryAccount(memory.preset)) this.say(line);

@@ -9,7 +9,7 @@ import type { Config, EngineConfig } from '../../config/types';
 import { getTokenizer } from '../../data/tokenizer';
 import { UserError } from '../../errors';
 import type { OpenScorer, TokenScores } from '../../eval/types';
-import { readModelFolder } from '../../runfolder/checkpoint';
+import { readCheckpointConfig, specFromCheckpointConfig } from '../../runfolder/checkpoint';
 import { PYTHON_PACKAGE_DIR, requireTorch } from './index';
 
 /** For run folders written before `engine` was a config key: the torch settings scoring needs. */
@@ -19,11 +19,17 @@ export function torchScorers(cfg: Pick<Config, 'engine'>): OpenScorer {
   const python = requireTorch(cfg).python;
   return async (dir, opts) => {
     // config.json checked here too, so a bad folder is refused before a process starts; its tokenizer is the text's.
-    const { spec, config } = readModelFolder(dir);
+    // The weights are the scoring process's to read (and check): reading them here too would double the load time.
+    const config = readCheckpointConfig(path.join(dir, 'config.json'));
+    const spec = specFromCheckpointConfig(config, path.join(dir, 'config.json'));
     if (!config.tokenizer) throw new UserError(`${path.join(dir, 'config.json')}: tokenizer is missing, so text cannot be encoded for this model`);
     const tokenizer = getTokenizer(config.tokenizer.name);
     const precision = cfg.engine.precision === 'bf16' ? 'bf16' : 'fp32';
-    const child = spawn(python, ['-m', 'mlactl_torch', 'score', '--model', dir, '--device', cfg.engine.device, '--precision', precision, '--threads', String(cfg.engine.threads)], {
+    const maxSeqLen = Math.min(opts.window, spec.maxSeqLen) + 1;
+    const args = ['score', '--model', dir, '--device', cfg.engine.device, '--precision', precision, '--threads', String(cfg.engine.threads)];
+    // The process cuts each request into forward passes sized to its memory; on CUDA it suggests larger requests.
+    args.push('--batch-size', String(opts.batchSize), '--window', String(maxSeqLen));
+    const child = spawn(python, ['-m', 'mlactl_torch', ...args], {
       env: { ...process.env, PYTHONPATH: [PYTHON_PACKAGE_DIR, process.env.PYTHONPATH].filter(Boolean).join(path.delimiter), PYTHONUNBUFFERED: '1' },
       stdio: ['pipe', 'pipe', 'inherit'],
     });
@@ -52,10 +58,10 @@ export function torchScorers(cfg: Pick<Config, 'engine'>): OpenScorer {
     let nextId = 0;
     return {
       tokenizer,
-      maxSeqLen: Math.min(opts.window, spec.maxSeqLen) + 1,
+      maxSeqLen,
       windowKey: opts.windowKey,
       source: dir,
-      batchSize: opts.batchSize,
+      batchSize: typeof hello.batch_size === 'number' && hello.batch_size > opts.batchSize ? hello.batch_size : opts.batchSize,
       scoreSequences(seqs: number[][]): Promise<TokenScores[]> {
         if (failure) return Promise.reject(new Error(failure));
         const id = nextId++;

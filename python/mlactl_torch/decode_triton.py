@@ -1,0 +1,317 @@
+"""A fused MLA decode step in Triton: one pass over a latent cache, flash-decoding style.
+
+The PyTorch path (decode.latent_attention) reads the cache twice (the scores product reads [c ; kpr], the values
+product reads c again) and writes and re-reads the [B, H, S] scores and probabilities. This kernel reads each
+cached token's latent c, rotated positional key kpr and (latent+invrms) inverse RMS rk_g once: per block of
+BLOCK_N tokens it forms all H heads' scores (q·[c ; kpr], times rk_g for each head's group inside the same tile,
+so the G extra numbers per token cost only their bytes), updates an online softmax and accumulates p·c from the
+same c tile. Long caches are split over the context (one program per sequence and split, as flash-decoding): each
+split leaves a log-sum-exp and a normalised partial output per head, and a second small kernel combines them.
+
+What it computes equals decode.latent_attention (the reference it is checked against):
+    s_h(j) = rk_g(h)(j) * (q_h · [c(j) ; kpr(j)])            (rk = 1 for the plain latent cache)
+    s_h(j) = rk_g(h)(j) * (qa_h · c(j)) + qpr_h · kpr(j)      (content_only: qk-norm scope nope)
+    u_h    = sum_j softmax_j(s_h) c(j)
+with every per-query factor (scale, rq, static weights) already in q. Accumulation is float32; bf16 caches round p
+to bf16 for the values product (as flash attention does); float32 caches use 3xTF32 products (about float32
+accuracy on tensor cores), or IEEE float32 where that does not compile.
+
+Used on CUDA when Triton imports and `checked_kernel` passes on this device; everything else takes the PyTorch
+path. `python -m mlactl_torch selftest-decode` runs the kernel against float64 and the PyTorch path.
+"""
+from __future__ import annotations
+
+import functools
+import sys
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:  # CPU installs, and GPUs without Triton: the PyTorch path serves
+    triton = None
+
+
+if triton is not None:
+
+    @triton.jit
+    def _dot(a, b, PRECISION: tl.constexpr):
+        """a @ b with float32 accumulation; PRECISION picks the float32 x float32 mode ("default" for bf16 inputs)."""
+        if PRECISION == "default":
+            out = tl.dot(a, b)
+        else:
+            out = tl.dot(a, b, input_precision=PRECISION)
+        return out
+
+    @triton.jit
+    def _latent_decode_split(Q, KV, RK, QS, Lse, Part, S, tokens_per_split, H, DC, DR, W, heads_per_group, eps,
+                             sqb, sqh, skb, sks, srb, srs, srg, ssb, ssh, slb, sls, spb, sps, sph,
+                             HAS_RK: tl.constexpr, CONTENT_ONLY: tl.constexpr, PRECISION: tl.constexpr, BLOCK_H: tl.constexpr,
+                             BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_W: tl.constexpr):
+        """One sequence b, one split of its context: Lse[b, split, h] and Part[b, split, h, :] = softmax-weighted c."""
+        b = tl.program_id(0).to(tl.int64)
+        split = tl.program_id(1)
+        heads = tl.arange(0, BLOCK_H)
+        fc = tl.arange(0, BLOCK_C)
+        fr = tl.arange(0, BLOCK_R)
+        head_ok = heads < H
+        q_rows = Q + b * sqb + heads[:, None] * sqh
+        qc = tl.load(q_rows + fc[None, :], mask=head_ok[:, None] & (fc[None, :] < DC), other=0.0)  # [BLOCK_H, BLOCK_C]
+        qr = tl.load(q_rows + DC + fr[None, :], mask=head_ok[:, None] & (fr[None, :] < DR), other=0.0)  # [BLOCK_H, BLOCK_R]
+        if HAS_RK:
+            # rq_g = 1 / RMS over the group's raw query entries (§4), here rather than in a kernel of its own: one
+            # sum of squares per head, then per group through a same-group mask [BLOCK_H, BLOCK_H].
+            fw = tl.arange(0, BLOCK_W)
+            qs = tl.load(QS + b * ssb + heads[:, None] * ssh + fw[None, :], mask=head_ok[:, None] & (fw[None, :] < W), other=0.0).to(tl.float32)
+            per_head = tl.sum(qs * qs, axis=1)  # [BLOCK_H]
+            same_group = (heads[:, None] // heads_per_group) == (heads[None, :] // heads_per_group)
+            per_group = tl.sum(tl.where(same_group, per_head[None, :], 0.0), axis=1)  # [BLOCK_H]: each head's group total
+            rq = 1.0 / tl.sqrt(per_group / (heads_per_group * W) + eps)  # [BLOCK_H]
+        m = tl.full([BLOCK_H], float("-inf"), tl.float32)
+        l = tl.zeros([BLOCK_H], tl.float32)
+        acc = tl.zeros([BLOCK_H, BLOCK_C], tl.float32)
+        lo = split * tokens_per_split
+        hi = tl.minimum(lo + tokens_per_split, S)
+        for start in range(lo, hi, BLOCK_N):
+            cols = start + tl.arange(0, BLOCK_N)
+            col_ok = cols < hi
+            rows = KV + b * skb + cols[:, None] * sks
+            c = tl.load(rows + fc[None, :], mask=col_ok[:, None] & (fc[None, :] < DC), other=0.0)  # [BLOCK_N, BLOCK_C]
+            kr = tl.load(rows + DC + fr[None, :], mask=col_ok[:, None] & (fr[None, :] < DR), other=0.0)  # [BLOCK_N, BLOCK_R]
+            content = _dot(qc, tl.trans(c), PRECISION)  # [BLOCK_H, BLOCK_N]
+            positional = _dot(qr, tl.trans(kr), PRECISION)
+            if HAS_RK:
+                # rk_g(j) of each head's group, broadcast inside the tile: G numbers per token, read once.
+                rk = tl.load(RK + b * srb + cols[None, :] * srs + (heads[:, None] // heads_per_group) * srg,
+                             mask=head_ok[:, None] & col_ok[None, :], other=0.0).to(tl.float32)  # [BLOCK_H, BLOCK_N]
+                factor = rk * rq[:, None]
+                if CONTENT_ONLY:
+                    s = content * factor + positional
+                else:
+                    s = (content + positional) * factor
+            else:
+                s = content + positional
+            s = tl.where(col_ok[None, :], s, float("-inf"))
+            m_new = tl.maximum(m, tl.max(s, axis=1))
+            alpha = tl.exp(m - m_new)
+            p = tl.exp(s - m_new[:, None])
+            l = l * alpha + tl.sum(p, axis=1)
+            acc = acc * alpha[:, None] + _dot(p.to(c.dtype), c, PRECISION)  # the same c tile
+            m = m_new
+        tl.store(Lse + b * slb + split * sls + heads, m + tl.log(l), mask=head_ok)
+        tl.store(Part + b * spb + split * sps + heads[:, None] * sph + fc[None, :], acc / l[:, None],
+                 mask=head_ok[:, None] & (fc[None, :] < DC))
+
+    @triton.jit
+    def _combine_splits(Lse, Part, Out, splits, DC, slb, sls, spb, sps, sph, sob, soh,
+                        BLOCK_S: tl.constexpr, BLOCK_C: tl.constexpr):
+        """Out[b, h, :] = sum over splits of exp(lse_split - lse_total) * Part[b, split, h, :]."""
+        b = tl.program_id(0).to(tl.int64)
+        h = tl.program_id(1)
+        sp = tl.arange(0, BLOCK_S)
+        fc = tl.arange(0, BLOCK_C)
+        lse = tl.load(Lse + b * slb + sp * sls + h, mask=sp < splits, other=float("-inf"))  # [BLOCK_S]
+        top = tl.max(lse, axis=0)
+        total = top + tl.log(tl.sum(tl.exp(lse - top), axis=0))
+        u = tl.zeros([BLOCK_C], tl.float32)
+        for i in range(0, splits):
+            weight = tl.exp(tl.load(Lse + b * slb + i * sls + h) - total)
+            u += weight * tl.load(Part + b * spb + i * sps + h * sph + fc, mask=fc < DC, other=0.0)
+        tl.store(Out + b * sob + h * soh + fc, u, mask=fc < DC)
+
+
+@dataclass(frozen=True)
+class KernelConfig:
+    block_n: int  # cached tokens per tile
+    num_warps: int
+    num_stages: int
+    precision: str  # tl.dot input_precision for float32 caches ("tf32x3" or "ieee"); "default" for bf16
+    programs: int  # aim for at least this many programs (sequences x splits): about two per SM
+
+
+def candidate_configs(dtype: torch.dtype, device: torch.device):
+    """Configs to try, fastest first; the first to compile and pass the self-check is used."""
+    sms = torch.cuda.get_device_properties(device).multi_processor_count
+    if dtype == torch.float32:
+        # float32 tiles are twice the bytes: smaller blocks keep two pipeline stages in shared memory.
+        return [KernelConfig(32, 4, 2, "tf32x3", 2 * sms), KernelConfig(16, 4, 2, "tf32x3", 2 * sms), KernelConfig(16, 4, 1, "ieee", 2 * sms)]
+    return [KernelConfig(64, 4, 2, "default", 2 * sms), KernelConfig(32, 4, 2, "default", 2 * sms), KernelConfig(16, 4, 1, "default", 2 * sms)]
+
+
+def split_plan(S: int, B: int, cfg: KernelConfig):
+    """(tokens per split, splits): whole tiles per split, every split non-empty, about cfg.programs programs."""
+    blocks = triton.cdiv(S, cfg.block_n)
+    wanted = max(1, min(blocks, cfg.programs // max(1, B)))
+    per_split = cfg.block_n * triton.cdiv(blocks, wanted)
+    return per_split, triton.cdiv(S, per_split)
+
+
+def fused_latent_attention(q: torch.Tensor, kv: torch.Tensor, rk: Optional[torch.Tensor], dc: int, content_only: bool,
+                           q_stat: Optional[torch.Tensor] = None, eps: float = 0.0, config: Optional[KernelConfig] = None) -> torch.Tensor:
+    """
+    decode.latent_attention in two kernels, same arguments: q [B, H, dc+dr] (cast to the cache's dtype), kv [B, S,
+    dc+dr] (rows may be a slice of a larger cache; the last axis contiguous), rk [B, S, G] and the raw query q_stat
+    [B, H, w] for latent+invrms, else None. Returns u [B, H, dc] in q's dtype.
+    """
+    B, H, D = q.shape
+    S = kv.shape[1]
+    dr = D - dc
+    out_dtype = q.dtype
+    q = q.to(kv.dtype).contiguous()
+    assert kv.stride(2) == 1 and (rk is None or q_stat.stride(2) == 1), "the fused decode kernel needs contiguous feature axes"
+    per_split, splits = split_plan(S, B, config)
+    lse = torch.empty(B, splits, H, device=q.device, dtype=torch.float32)
+    part = torch.empty(B, splits, H, dc, device=q.device, dtype=torch.float32)
+    G = rk.shape[2] if rk is not None else 1
+    rk_arg = rk if rk is not None else kv  # never read without HAS_RK
+    qs_arg = q_stat if rk is not None else q
+    W = qs_arg.shape[2]
+    block_c = max(16, triton.next_power_of_2(dc))
+    _latent_decode_split[(B, splits)](
+        q, kv, rk_arg, qs_arg, lse, part, S, per_split, H, dc, dr, W, H // G, float(eps),
+        q.stride(0), q.stride(1), kv.stride(0), kv.stride(1), rk_arg.stride(0), rk_arg.stride(1), rk_arg.stride(2), qs_arg.stride(0), qs_arg.stride(1),
+        lse.stride(0), lse.stride(1), part.stride(0), part.stride(1), part.stride(2),
+        HAS_RK=rk is not None, CONTENT_ONLY=bool(content_only), PRECISION=config.precision, BLOCK_H=max(16, triton.next_power_of_2(H)),
+        BLOCK_N=config.block_n, BLOCK_C=block_c, BLOCK_R=max(16, triton.next_power_of_2(dr)), BLOCK_W=max(16, triton.next_power_of_2(W)),
+        num_warps=config.num_warps, num_stages=config.num_stages,
+    )
+    out = torch.empty(B, H, dc, device=q.device, dtype=torch.float32)
+    _combine_splits[(B, H)](lse, part, out, splits, dc, lse.stride(0), lse.stride(1), part.stride(0), part.stride(1), part.stride(2),
+                            out.stride(0), out.stride(1), BLOCK_S=max(16, triton.next_power_of_2(splits)), BLOCK_C=block_c, num_warps=4)
+    return out.to(out_dtype)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Checks
+
+
+def tolerance(dtype: torch.dtype) -> float:
+    """Max-abs error over max-abs of the float64 result: bf16 rounds p (and the inputs) to 8 bits."""
+    return 1e-2 if dtype == torch.bfloat16 else 2e-5
+
+
+def random_problem(B: int, S: int, H: int, dc: int, dr: int, G: int, w: int, dtype: torch.dtype, device, seed: int):
+    """Queries, a cache, rk and a raw query of the magnitudes a real step sees: scores of a few units, rk near 1."""
+    gen = torch.Generator(device=device).manual_seed(seed)
+    q = (torch.randn(B, H, dc + dr, device=device, generator=gen) * 0.1).to(dtype)
+    kv = torch.randn(B, S, dc + dr, device=device, generator=gen).to(dtype)
+    rk = (torch.rand(B, G, S, device=device, generator=gen) + 0.5).to(dtype).transpose(1, 2)  # [B, S, G], the cache's layout
+    q_stat = (torch.randn(B, H, w, device=device, generator=gen) * 2).to(dtype)
+    return q, kv, rk, q_stat
+
+
+def reference(q, kv, rk, dc: int, content_only: bool, q_stat=None, eps: float = 1e-6) -> torch.Tensor:
+    """decode.latent_attention in float64 on the same (possibly bf16-rounded) inputs."""
+    from .decode import latent_attention
+
+    return latent_attention(q.double(), kv.double(), None if rk is None else rk.double(), dc, content_only,
+                            None if q_stat is None else q_stat.double(), eps)
+
+
+def relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
+    want = want.double()
+    return float((got.double() - want).abs().max() / want.abs().max().clamp_min(1e-300))
+
+
+_CHOSEN = {}
+
+
+def checked_kernel(device: torch.device, dtype: torch.dtype, spec, log=None):
+    """
+    The fused attention as decode.DecodeLayer.attend takes it (latent_attention's arguments), for this device,
+    dtype and layer shape, after a check against float64 on a ragged input; None (with the reason logged) if
+    Triton is missing or no config compiles and passes.
+    """
+    say = log or (lambda m: print(m, file=sys.stderr, flush=True))
+    if triton is None or device.type != "cuda":
+        return None
+    key = (str(device), dtype, spec.H, spec.dc, spec.dr, spec.dn, spec.G)
+    if key not in _CHOSEN:
+        _CHOSEN[key] = None
+        problems = []
+        for cfg in candidate_configs(dtype, device):
+            try:
+                worst = 0.0
+                for S, rk_kind in ((300, "none"), (301, "full"), (77, "nope")):
+                    w = spec.dn + spec.dr if rk_kind == "full" else spec.dn
+                    q, kv, rk, q_stat = random_problem(2, S, spec.H, spec.dc, spec.dr, spec.G, w, dtype, device, seed=S)
+                    rk, q_stat = (None, None) if rk_kind == "none" else (rk, q_stat)
+                    got = fused_latent_attention(q, kv, rk, spec.dc, rk_kind == "nope", q_stat, 1e-6, config=cfg)
+                    worst = max(worst, relative_error(got, reference(q, kv, rk, spec.dc, rk_kind == "nope", q_stat, 1e-6)))
+                if worst <= tolerance(dtype):
+                    _CHOSEN[key] = cfg
+                    break
+                problems.append(f"{cfg}: relative error {worst:.1e} > {tolerance(dtype):.0e}")
+            except Exception as e:  # a compile or launch failure must not stop decoding: the PyTorch path is exact
+                problems.append(f"{cfg}: {type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}")
+        if _CHOSEN[key] is None:
+            say(f"mlactl_torch: fused decode kernel unavailable ({'; '.join(problems)}); using the PyTorch path")
+    cfg = _CHOSEN[key]
+    return None if cfg is None else functools.partial(fused_latent_attention, config=cfg)
+
+
+def chosen_config(device: torch.device, dtype: torch.dtype, spec) -> Optional[KernelConfig]:
+    return _CHOSEN.get((str(device), dtype, spec.H, spec.dc, spec.dr, spec.dn, spec.G))
+
+
+def selftest(log=print) -> int:
+    """
+    `python -m mlactl_torch selftest-decode`: the fused kernel against float64 and against the PyTorch path at
+    several context lengths (block multiples and not), batch 1 and 8, fp32 and bf16, for the plain latent cache
+    and latent+invrms (scope full and nope, G = H and fewer groups). Prints one line per case and a summary;
+    returns 0 when every case is within tolerance, 1 otherwise, 2 without CUDA or Triton.
+    """
+    from types import SimpleNamespace
+
+    from .decode import latent_attention
+
+    if not torch.cuda.is_available():
+        log("selftest-decode: no CUDA device (the fused kernel is CUDA-only)")
+        return 2
+    if triton is None:
+        log("selftest-decode: Triton is not importable")
+        return 2
+    device = torch.device("cuda")
+    torch.backends.cuda.matmul.allow_tf32 = False
+    log(f"selftest-decode: {torch.cuda.get_device_name(device)}, torch {torch.__version__}, triton {triton.__version__}")
+    shapes = [
+        ("deepseek-like", SimpleNamespace(H=16, dc=512, dr=64, dn=128, G=16)),
+        ("deepseek-like G=1", SimpleNamespace(H=16, dc=512, dr=64, dn=128, G=1)),
+        ("paper-400m", SimpleNamespace(H=16, dc=256, dr=32, dn=64, G=4)),
+        ("ragged tiny", SimpleNamespace(H=4, dc=12, dr=4, dn=6, G=2)),
+    ]
+    contexts = (1, 7, 63, 64, 65, 1000, 4097, 65539)
+    failures = 0
+    log("| shape | dtype | B | S | rk | config | max abs err vs float64 | rel. err | tolerance | vs PyTorch path (max abs) | result |")
+    log("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for name, spec in shapes:
+        for dtype in (torch.float32, torch.bfloat16):
+            fused = checked_kernel(device, dtype, spec, log)
+            cfg = chosen_config(device, dtype, spec)
+            if fused is None:
+                log(f"| {name} | {dtype} | - | - | - | none | - | - | - | - | FAIL (no config passed) |")
+                failures += 1
+                continue
+            for B in (1, 8):
+                for S in contexts:
+                    if name == "ragged tiny" and S > 4097:
+                        continue
+                    for rk_kind in ("none", "full", "nope"):
+                        w = spec.dn + spec.dr if rk_kind == "full" else spec.dn
+                        q, kv, rk, q_stat = random_problem(B, S, spec.H, spec.dc, spec.dr, spec.G, w, dtype, device, seed=S * 10 + B)
+                        rk, q_stat = (None, None) if rk_kind == "none" else (rk, q_stat)
+                        got = fused(q, kv, rk, spec.dc, rk_kind == "nope", q_stat, 1e-6)
+                        want = reference(q, kv, rk, spec.dc, rk_kind == "nope", q_stat, 1e-6)
+                        torch_path = latent_attention(q, kv, rk, spec.dc, rk_kind == "nope", q_stat, 1e-6)
+                        abs_err = float((got.double() - want).abs().max())
+                        rel = relative_error(got, want)
+                        vs_torch = float((got.double() - torch_path.double()).abs().max())
+                        ok = rel <= tolerance(dtype)
+                        failures += not ok
+                        log(f"| {name} | {str(dtype).replace('torch.', '')} | {B} | {S} | {rk_kind} | {cfg.block_n}/{cfg.num_warps}/{cfg.num_stages}/{cfg.precision} | "
+                            f"{abs_err:.2e} | {rel:.2e} | {tolerance(dtype):.0e} | {vs_torch:.2e} | {'ok' if ok else 'FAIL'} |")
+    log(f"selftest-decode: {'all cases within tolerance' if failures == 0 else f'{failures} case(s) FAILED'}")
+    return 0 if failures == 0 else 1

@@ -1,0 +1,114 @@
+"""The decode benchmark (bench_decode.py) and the scoring server's batching (score.py), on the CPU."""
+import unittest
+
+import torch
+import torch.nn.functional as F
+
+from helpers import randomize, tiny_spec
+from mlactl_torch import bench_decode as BD
+from mlactl_torch import model as M
+from mlactl_torch.decode import DecodeLayer
+from mlactl_torch.model import ModelSpec, rope_tables
+from mlactl_torch.score import plan_passes, score_sequences
+
+DIMS = dict(variant="qk-norm", vocab=1, d=32, L=1, H=4, dq=0, dc=16, dn=8, dr=4, dv=8, dff=1, G=2, scope="full", qk_eps=1e-6, norm_eps=1e-6,
+            rope_theta=10000.0, max_seq_len=1, tied=True, init_std=0.02)
+
+
+def step64(attn, spec, kind, x, c, kp):
+    """The decode path in float64: a cache filled from the history, then one attend of the last row's token."""
+    S = c.shape[1]
+    cos, sin = rope_tables(spec.dr, S, spec.rope_theta)
+    layer = DecodeLayer(attn, spec, cos, sin)
+    cache = BD.build_cache(kind, layer, c, kp, torch.float64)
+    return layer.attend(x[:, None, :], cache, S)[:, 0]
+
+
+class BenchReference(unittest.TestCase):
+    def test_the_explicit_key_reference_equals_the_absorbed_step_in_float64(self):
+        for over in (dict(), dict(scope="nope"), dict(G=1), dict(dq=6)):
+            spec = ModelSpec(**{**DIMS, **over})
+            plain = ModelSpec(**{**spec.__dict__, "variant": "baseline"})
+            attn = BD.make_layer(spec, 3, "cpu").double()
+            x = torch.randn(2, spec.d, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+            with torch.no_grad():
+                c, kp = BD.draw_history(attn, spec, x, 40, 0)
+                for kind, sp in (("latent", plain), ("latent+invrms", spec), ("full-key", spec)):
+                    with self.subTest(cache=kind, **over):
+                        want = BD.reference_output(attn, sp, x, c, kp)
+                        got = step64(attn, sp, kind, x, c, kp)
+                        self.assertLessEqual(float((got - want).abs().max() / want.abs().max()), 1e-12)
+
+    def test_a_corrupted_rk_entry_is_caught(self):
+        spec = ModelSpec(**DIMS)
+        attn = BD.make_layer(spec, 3, "cpu").double()
+        x = torch.randn(1, spec.d, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+        with torch.no_grad():
+            c, kp = BD.draw_history(attn, spec, x, 40, 0)
+            cos, sin = rope_tables(spec.dr, 40, spec.rope_theta)
+            layer = DecodeLayer(attn, spec, cos, sin)
+            cache = BD.build_cache("latent+invrms", layer, c, kp, torch.float64)
+            cache.rk[0, 39, 1] *= 1.5  # the new token's own key, the one its query sees most
+            got = layer.attend(x[:, None, :], cache, 40)[:, 0]
+            want = BD.reference_output(attn, spec, x, c, kp)
+        self.assertGreater(float((got - want).abs().max() / want.abs().max()), BD.TOLERANCE["fp32"])
+
+
+class BenchRun(unittest.TestCase):
+    def test_a_small_cpu_run_checks_times_and_bounds_every_cache(self):
+        spec = ModelSpec(**DIMS)
+        lines = []
+        r = BD.run_bench(spec, [64, 100], 2, 2, 0, ["latent", "latent+invrms", "full-key"], 0, torch.device("cpu"), "fp32", log=lines.append)
+        self.assertEqual([m["context"] for m in r["measurements"]], [64, 100])
+        self.assertFalse(r["fused"]["available"])
+        for m in r["measurements"]:
+            self.assertEqual([(e["cache"], e["impl"]) for e in m["entries"]], [("latent", "torch"), ("latent+invrms", "torch"), ("full-key", "torch")])
+            for e in m["entries"]:
+                self.assertLessEqual(e["check_rel_err"], 1e-5)
+                self.assertEqual(len(e["samples_ms"]), 2)
+                self.assertTrue(all(t > 0 for t in e["samples_ms"]))
+                # bytes: the cache rows once (dc+dr, +G, H(dn+dr)+dc numbers of 4 bytes) plus the step's weights
+                per_token = {"latent": 20, "latent+invrms": 22, "full-key": 4 * 12 + 16}[e["cache"]] * 4
+                # q_proj, o_proj, W_UV, and W_UK for the latent caches (full-key's keys are explicit)
+                weights = (4 * 12 * 32 + 32 * 4 * 8 + 4 * 8 * 16 + (4 * 8 * 16 if e["cache"] != "full-key" else 0)) * 4
+                self.assertEqual(e["bytes_read"], 2 * m["context"] * per_token + weights)
+                self.assertAlmostEqual(e["bound_ms"], e["bytes_read"] / (r["copy_bandwidth_gbs"] * 1e9) * 1000)
+        self.assertTrue(any("outputs agree" in line for line in lines))
+
+    def test_bf16_runs_within_its_tolerance_and_a_full_memory_is_refused(self):
+        spec = ModelSpec(**DIMS)
+        r = BD.run_bench(spec, [32], 1, 1, 0, ["latent", "latent+invrms"], 0, torch.device("cpu"), "bf16", log=lambda m: None)
+        for e in r["measurements"][0]["entries"]:
+            self.assertLessEqual(e["check_rel_err"], BD.TOLERANCE["bf16"])
+        with self.assertRaisesRegex(BD.BenchError, r"^--contexts 1099511627776: needs an estimated"):
+            BD.run_bench(spec, [1 << 40], 1, 1, 0, ["latent"], 0, torch.device("cpu"), "fp32", log=lambda m: None)
+
+
+class ScoringPasses(unittest.TestCase):
+    def test_plan_sorts_by_length_and_keeps_the_budget(self):
+        lengths = [5, 30, 7, 30, 2, 12, 12, 9]
+        passes = plan_passes(lengths, 40)
+        self.assertEqual(sorted(i for p in passes for i in p), list(range(len(lengths))))
+        for p in passes:
+            self.assertLessEqual(len(p) * max(lengths[i] for i in p), max(40, max(lengths[i] for i in p)))
+            self.assertEqual([lengths[i] for i in p], sorted((lengths[i] for i in p), reverse=True))
+        self.assertEqual([lengths[p[0]] for p in passes], sorted((lengths[p[0]] for p in passes), reverse=True))
+
+    def test_scores_equal_a_separate_forward_per_sequence(self):
+        model = M.MLAForCausalLM(tiny_spec(variant="qk-norm", G=2))
+        randomize(model, 2)
+        model.eval()
+        gen = torch.Generator().manual_seed(0)
+        seqs = [torch.randint(0, 37, (int(n),), generator=gen).tolist() for n in torch.randint(2, 30, (17,), generator=gen)]
+        results = score_sequences(model, seqs, "cpu", torch.float32, budget=60)  # several passes
+        with torch.no_grad():
+            for s, r in zip(seqs, results):
+                logp = F.log_softmax(model(torch.tensor([s[:-1]])).logits[0].double(), -1)
+                want = logp.gather(-1, torch.tensor(s[1:])[:, None])[:, 0]
+                self.assertEqual(len(r["logprobs"]), len(s) - 1)
+                self.assertLessEqual(float((torch.tensor(r["logprobs"], dtype=torch.float64) - want).abs().max()), 1e-5 * max(1.0, float(want.abs().max())))
+                self.assertEqual(r["greedy"], (logp.argmax(-1) == torch.tensor(s[1:])).tolist())
+
+
+if __name__ == "__main__":
+    unittest.main()
