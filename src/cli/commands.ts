@@ -11,6 +11,10 @@ import Eval from '../commands/eval';
 import Generate from '../commands/generate';
 import ModelInfoCommand from '../commands/model/info';
 import Score from '../commands/score';
+import SweepPlan from '../commands/sweep/plan';
+import SweepResume from '../commands/sweep/resume';
+import SweepRun from '../commands/sweep/run';
+import SweepStatus from '../commands/sweep/status';
 import Train from '../commands/train';
 import Verify from '../commands/verify';
 
@@ -25,6 +29,10 @@ export const COMMANDS: Record<string, Command.Class> = {
   generate: Generate,
   'model:info': ModelInfoCommand,
   score: Score,
+  'sweep:plan': SweepPlan,
+  'sweep:resume': SweepResume,
+  'sweep:run': SweepRun,
+  'sweep:status': SweepStatus,
   train: Train,
   verify: Verify,
 };

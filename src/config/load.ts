@@ -34,10 +34,27 @@ interface ConfigFile {
   lineOf: Map<string, number>;
 }
 
-/** Reads a config file (relative to the working directory), resolving `extends`, then applies `sets` in order. */
-export function loadConfig(file: string, sets: string[] = []): Config {
+/**
+ * Reads a config file (relative to the working directory), resolving `extends`, then applies `sets` in order.
+ * `setOrigins[i]`, when given, is where `sets[i]` was written (a sweep file's line) for error messages; by default
+ * an override is reported as the `--set` flag it came from.
+ */
+export function loadConfig(file: string, sets: string[] = [], setOrigins: (string | undefined)[] = []): Config {
   const chain = readExtendsChain(file).map(fileLayer);
-  return resolveLayers([fileLayer(readBaseFile()), ...chain, ...sets.map(setLayer)]);
+  return resolveLayers([fileLayer(readBaseFile()), ...chain, ...sets.map((arg, i) => setLayer(arg, setOrigins[i]))]);
+}
+
+/**
+ * A YAML file that is not a config but sits beside them (a sweep file), read with the same guards (a regular
+ * .yaml file, bounded size, UTF-8, errors by position without quoting the text): its top-level mapping and the
+ * line of every key by dotted path. Such files name their config instead of extending one.
+ */
+export function readYamlMapping(file: string): { display: string; data: Record<string, unknown>; lineOf: Map<string, number> } {
+  const read = readConfigFile(path.resolve(file));
+  if (read.extendsPath !== undefined) {
+    throw configError(`config error at extends: ${read.display} is not a config and cannot extend one [${read.display}:${read.lineOf.get('extends')}]`);
+  }
+  return { display: read.display, data: read.data, lineOf: read.lineOf };
 }
 
 /** As loadConfig for an in-memory object (an experiment arm, a test); `sourceName` labels its errors. */
@@ -50,7 +67,7 @@ export function resolveConfigObject(obj: unknown, sets: string[] = [], sourceNam
     throw configError(`config error at extends: only config files can extend another file [${sourceName}]`);
   }
   const layer: Layer = { data, originOf: () => sourceName };
-  return resolveLayers([fileLayer(readBaseFile()), layer, ...sets.map(setLayer)]);
+  return resolveLayers([fileLayer(readBaseFile()), layer, ...sets.map((arg) => setLayer(arg))]);
 }
 
 export function baseConfig(): Config {
@@ -172,8 +189,8 @@ function fileLayer(file: ConfigFile): Layer {
   };
 }
 
-function setLayer(arg: string): Layer {
-  const source = `--set ${arg}`;
+function setLayer(arg: string, origin?: string): Layer {
+  const source = origin ?? `--set ${arg}`;
   const eq = arg.indexOf('=');
   const keyPath = eq < 0 ? '' : arg.slice(0, eq).trim();
   if (!/^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$/.test(keyPath)) {

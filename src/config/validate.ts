@@ -35,6 +35,25 @@ export function validateConfig(value: unknown, originOf: OriginLookup): Config {
   return config;
 }
 
+/**
+ * Why `keyPath` does not name a value of the config (a leaf or a list), with the nearest key when it looks like a
+ * typo; null when it does. For key paths given apart from a config file, such as a sweep's axes.
+ */
+export function keyPathProblem(keyPath: string): string | null {
+  let spec = CONFIG_SCHEMA as unknown as AnySpec;
+  let prefix = '';
+  for (const segment of keyPath.split('.')) {
+    if (spec.kind !== 'section') return `${prefix} is a value, not a section`;
+    if (!Object.prototype.hasOwnProperty.call(spec.fields, segment)) {
+      return `unknown config key (${suggestKey(segment, prefix, Object.keys(spec.fields))})`;
+    }
+    spec = spec.fields[segment];
+    prefix = joinPath(prefix, segment);
+  }
+  if (spec.kind === 'section') return `a section, not a value (its keys: ${Object.keys(spec.fields).join(', ')})`;
+  return null;
+}
+
 function checkSpec(value: unknown, spec: AnySpec, keyPath: string, originOf: OriginLookup): void {
   if (spec.kind === 'section') {
     if (!isPlainObject(value)) throw keyError(keyPath || '(top level)', `expected a mapping of keys, got ${describeValue(value)}`, originOf);
