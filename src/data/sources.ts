@@ -5,7 +5,8 @@
 //                  characters, so one big text file still splits; a short file is a single document.
 //   folder/        every .txt file below it (recursively, sorted by relative path), each cut as above;
 //                  group = the file's first-level subfolder, so a folder per genre is stratified like Brown.
-//   file.jsonl     one document per non-blank line, from its string field `text`.
+//   file.jsonl     one document per non-blank line, from its string field `text` (other fields are ignored);
+//                  read a line at a time, so it may be larger than a JavaScript string can hold.
 // A shard manifest is not a document source; src/data/dataset.ts recognises it before calling this.
 
 import { createHash } from 'crypto';
@@ -91,13 +92,42 @@ function folderDocuments(folder: string): SourceDocument[] {
   });
 }
 
+/** Bytes read at a time by fileLines: a few megabytes keeps reads large without holding the file. */
+const LINE_CHUNK_BYTES = 1 << 24;
+
+/**
+ * The lines of a file, split at "\n" like `text.split('\n')` (the last one may be empty), decoded one at a time. A
+ * corpus of several hundred megabytes is longer than one JavaScript string may be, so it is never read whole; a
+ * "\n" byte never occurs inside a multi-byte UTF-8 character, so splitting the bytes first is safe.
+ */
+export function* fileLines(file: string, chunkBytes = LINE_CHUNK_BYTES): Generator<string> {
+  const fd = fs.openSync(file, 'r');
+  try {
+    const chunk = Buffer.allocUnsafe(chunkBytes);
+    let carried = Buffer.alloc(0);
+    for (let read = fs.readSync(fd, chunk, 0, chunkBytes, null); read > 0; read = fs.readSync(fd, chunk, 0, chunkBytes, null)) {
+      const data = carried.length > 0 ? Buffer.concat([carried, chunk.subarray(0, read)]) : chunk.subarray(0, read);
+      let start = 0;
+      for (let newline = data.indexOf(0x0a, start); newline >= 0; newline = data.indexOf(0x0a, start)) {
+        yield data.toString('utf8', start, newline);
+        start = newline + 1;
+      }
+      // A copy: `chunk` is overwritten by the next read.
+      carried = Buffer.from(data.subarray(start));
+    }
+    yield carried.toString('utf8');
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
 function jsonlDocuments(file: string): SourceDocument[] {
   const name = path.basename(file);
   const docs: SourceDocument[] = [];
-  const lines = fs.readFileSync(file, 'utf8').split('\n');
-  lines.forEach((line, index) => {
-    const lineNumber = index + 1;
-    if (line.trim().length === 0) return;
+  let lineNumber = 0;
+  for (const line of fileLines(file)) {
+    lineNumber += 1;
+    if (line.trim().length === 0) continue;
     let record: unknown;
     try {
       record = JSON.parse(line);
@@ -109,7 +139,7 @@ function jsonlDocuments(file: string): SourceDocument[] {
       throw new UserError(`data.source: ${file} line ${lineNumber}: expected an object with a string field "text"`);
     }
     docs.push({ id: `${name}:${lineNumber}`, text });
-  });
+  }
   return docs;
 }
 

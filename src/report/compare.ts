@@ -10,11 +10,12 @@ import { renderHtmlReport, type HtmlPlot } from './html';
 import { loadInputs } from './load';
 import { planPlots } from './plots';
 import { renderSvgs, svgToPng } from './render';
+import { lrSensitivity, sensitivitySummary, type SensitivityResult } from './sensitivity';
 import type { Aggregate } from './stats';
 import { summarise } from './summary';
 import {
   baselineDeltas, baselineTable, diffTable, evalTable, formatTokens, gateTable, groupCsv, groupTable, markdownTable,
-  runTable, type BaselineDelta, type Table,
+  runTable, sensitivityCsv, sensitivityTable, type BaselineDelta, type Table,
 } from './tables';
 import type { LoadedRun, RunStatus } from './types';
 
@@ -90,6 +91,8 @@ export interface CompareResult {
   runs: RunResult[];
   /** Experiment arms that have no run folder yet, as `experiment/arm`. */
   notStarted: string[];
+  /** Final loss and peak logit against learning rate, per series; null unless the runs differ in `train.lr`. */
+  sensitivity: SensitivityResult | null;
   gates: GateResult[];
   plots: PlotResult[];
 }
@@ -127,8 +130,8 @@ export function comparabilityProblems(runs: LoadedRun[]): string[] {
   return problems;
 }
 
-function defaultOutDir(inputs: string[], firstIsExperiment: boolean): string {
-  return firstIsExperiment ? path.join(inputs[0], 'compare') : path.resolve('compare');
+function defaultOutDir(inputs: string[], firstHoldsRuns: boolean): string {
+  return firstHoldsRuns ? path.join(inputs[0], 'compare') : path.resolve('compare');
 }
 
 function groupResult(g: ArmGroup, delta: BaselineDelta | undefined): GroupResult {
@@ -171,8 +174,8 @@ function runResults(groups: ArmGroup[]): RunResult[] {
   })));
 }
 
-async function writePlots(groups: ArmGroup[], outDir: string, warnings: string[], draw: boolean): Promise<{ html: HtmlPlot[]; results: PlotResult[] }> {
-  const plans = planPlots(groups).map((p) => (draw || p.spec === null ? p : { ...p, spec: null, note: 'plots were turned off' }));
+async function writePlots(groups: ArmGroup[], sensitivity: SensitivityResult | null, outDir: string, warnings: string[], draw: boolean): Promise<{ html: HtmlPlot[]; results: PlotResult[] }> {
+  const plans = planPlots(groups, sensitivity).map((p) => (draw || p.spec === null ? p : { ...p, spec: null, note: 'plots were turned off' }));
   const drawable = plans.filter((p) => p.spec !== null);
   let rendered: Awaited<ReturnType<typeof renderSvgs>> = [];
   try {
@@ -242,8 +245,14 @@ function configDiffMarkdown(runs: LoadedRun[]): string {
   ].join('\n');
 }
 
+const SENSITIVITY_NOTE = 'Final validation loss and peak max attention logit per learning rate: mean ± standard error over the completed seeds '
+  + '(n = seeds with a value). Diverged seeds are never dropped: they are listed with the step they diverged at and the logit peak they reached, '
+  + 'and a learning rate at which every seed diverged reads "diverged". The best learning rate of a series has the lowest mean final '
+  + 'validation loss among the learning rates where no seed diverged. Runs that differ in config keys other than the variant, the learning '
+  + 'rate and the seeds form separate series, named by those keys.';
+
 export async function compareRuns(options: CompareOptions): Promise<CompareResult> {
-  const { runs, notStarted, firstIsExperiment } = loadInputs(options.inputs);
+  const { runs, notStarted, firstHoldsRuns } = loadInputs(options.inputs);
   const warnings: string[] = [];
   const problems = comparabilityProblems(runs);
   if (problems.length > 0) {
@@ -253,17 +262,18 @@ export async function compareRuns(options: CompareOptions): Promise<CompareResul
 
   const matchedTokens = commonValTokens(runs);
   const groups = groupRuns(runs, matchedTokens);
+  const sensitivity = lrSensitivity(groups);
   const evalNames = evalMetricNames(groups);
   const pairing = options.baseline ? baselineFor(options.baseline, groups) : null;
   // Bad gates are input errors and must stop the command before anything is written.
   const gates = evaluateGates(options.expect ?? [], groups);
 
-  const outDir = path.resolve(options.out ?? defaultOutDir(options.inputs, firstIsExperiment));
+  const outDir = path.resolve(options.out ?? defaultOutDir(options.inputs, firstHoldsRuns));
   fs.mkdirSync(outDir, { recursive: true });
-  const { html: htmlPlots, results: plotResults } = await writePlots(groups, outDir, warnings, options.plots ?? true);
+  const { html: htmlPlots, results: plotResults } = await writePlots(groups, sensitivity, outDir, warnings, options.plots ?? true);
 
   const deltas = pairing ? baselineDeltas(groups, pairing, evalNames) : null;
-  const summary = summarise(groups, notStarted);
+  const summary = [...summarise(groups, notStarted), ...(sensitivity ? sensitivitySummary(sensitivity) : [])];
   const headlineTable = groupTable(groups, matchedTokens);
   const tables: { title: string; table: Table; note?: string }[] = [{
     title: 'Arm groups',
@@ -272,6 +282,13 @@ export async function compareRuns(options: CompareOptions): Promise<CompareResul
       + 'Final losses count completed runs only; † marks a group without a completed run, whose finals come from unfinished runs. '
       + `"val loss @ ${formatTokens(matchedTokens)} tokens" is every run's validation loss interpolated at the largest token count all completed runs reached, so runs of different lengths or batch sizes are compared at equal tokens.`,
   }];
+  if (sensitivity) {
+    tables.push({
+      title: 'Learning-rate sensitivity',
+      table: sensitivityTable(sensitivity),
+      note: SENSITIVITY_NOTE,
+    });
+  }
   const evalT = evalTable(groups, evalNames);
   if (evalT) tables.push({ title: 'Downstream evaluation', table: evalT, note: 'mean ± std over seeds (n); se: root mean square of the runs\' own standard errors.' });
   if (deltas) tables.push({ title: `Differences against ${options.baseline}`, table: baselineTable(deltas, evalNames), note: 'Group mean minus baseline mean; negative loss differences are improvements.' });
@@ -287,6 +304,7 @@ export async function compareRuns(options: CompareOptions): Promise<CompareResul
   const plotTitles = new Map(htmlPlots.map((p) => [p.name, p.title]));
   write('compare.md', markdownReport({ title, summary, warnings, gates, tables, plots: plotResults, plotTitles }));
   write('compare.csv', groupCsv(groups, deltas, evalNames, matchedTokens));
+  if (sensitivity) write('sensitivity.csv', sensitivityCsv(sensitivity));
   write('config-diff.md', configDiffMarkdown(runs));
   const ids = runs.map((r) => r.id);
   write('report.html', renderHtmlReport({
@@ -315,6 +333,7 @@ export async function compareRuns(options: CompareOptions): Promise<CompareResul
     groups: groups.map((g) => groupResult(g, deltas?.find((d) => d.group === g))),
     runs: runResults(groups),
     notStarted,
+    sensitivity,
     gates,
     plots: plotResults,
   };

@@ -348,10 +348,10 @@ export function readExperiment(dir: string): ExperimentFile {
 
 export interface LoadedInputs {
   runs: LoadedRun[];
-  /** Experiment arms without a run folder yet (or whose start failed): `experiment/arm` names. */
+  /** Experiment arms without a run folder yet (or whose start failed): `experiment/arm` names; likewise a sweep's runs. */
   notStarted: string[];
-  /** True when the first input was an experiment folder (decides the default output folder). */
-  firstIsExperiment: boolean;
+  /** True when the first input was an experiment or a folder of runs (decides the default output folder). */
+  firstHoldsRuns: boolean;
 }
 
 /** An arm folder that is missing or holds no resolved config yet has not started training. */
@@ -359,9 +359,64 @@ function armStarted(dir: string): boolean {
   return fs.existsSync(path.join(dir, 'config.resolved.yaml'));
 }
 
+/** How far below a folder of runs compare looks: a sweep's `runs/<id>/` is two levels down. */
+export const RUN_SEARCH_DEPTH = 3;
+
+function subfolders(dir: string): string[] {
+  let entries: fs.Dirent[];
+  try {
+    entries = fs.readdirSync(dir, { withFileTypes: true });
+  } catch {
+    throw new UserError(`cannot read folder ${dir}`);
+  }
+  return entries
+    // Hidden folders are temporaries (`.step-N.partial`, `.tmp-…`) or tool state, never runs.
+    .filter((e) => !e.name.startsWith('.'))
+    .filter((e) => e.isDirectory() || (e.isSymbolicLink() && fs.statSync(path.join(dir, e.name), { throwIfNoEntry: false })?.isDirectory()))
+    .map((e) => e.name)
+    .sort((a, b) => a.localeCompare(b, 'en', { numeric: true }));
+}
+
+interface FoundFolders {
+  runs: string[];
+  experiments: string[];
+}
+
 /**
- * Expand inputs (run folders or experiment folders) into runs; the same folder reached twice is loaded once.
- * Arms of an experiment that have not started are reported, not loaded: an experiment is compared while it runs.
+ * Run and experiment folders below `dir` (a sweep folder, `runs/`, any folder of runs), in name order. The walk
+ * stops at each run or experiment folder and goes at most RUN_SEARCH_DEPTH levels down.
+ */
+export function findRunFolders(dir: string, depth = RUN_SEARCH_DEPTH, found: FoundFolders = { runs: [], experiments: [] }): FoundFolders {
+  for (const name of subfolders(dir)) {
+    const child = path.join(dir, name);
+    if (isExperimentDir(child)) found.experiments.push(child);
+    else if (isRunDir(child)) found.runs.push(child);
+    else if (depth > 1) findRunFolders(child, depth - 1, found);
+  }
+  return found;
+}
+
+/** A sweep folder (one holding sweep.json) may have a folder in `runs/` for a run that has not started yet. */
+function pendingSweepRuns(dir: string, found: FoundFolders): string[] {
+  const runsDir = path.join(dir, 'runs');
+  if (!fs.existsSync(path.join(dir, 'sweep.json')) || !fs.existsSync(runsDir)) return [];
+  const loaded = [...found.runs, ...found.experiments];
+  const holdsRun = (folder: string) => loaded.some((f) => f === folder || f.startsWith(folder + path.sep));
+  return subfolders(runsDir).map((name) => path.join(runsDir, name)).filter((folder) => !holdsRun(folder));
+}
+
+function byVariantLrSeed(a: LoadedRun, b: LoadedRun): number {
+  const seed = (r: LoadedRun) => (typeof r.config.seed === 'number' ? r.config.seed : 0);
+  return a.config.model.variant.localeCompare(b.config.model.variant)
+    || a.config.train.lr - b.config.train.lr
+    || seed(a) - seed(b)
+    || a.dir.localeCompare(b.dir, 'en', { numeric: true });
+}
+
+/**
+ * Expand inputs (run folders, experiment folders, or folders of runs such as a sweep) into runs; the same folder
+ * reached twice is loaded once. Arms of an experiment and runs of a sweep that have not started are reported, not
+ * loaded: an experiment is compared while it runs.
  */
 export function loadInputs(inputs: string[]): LoadedInputs {
   if (inputs.length === 0) throw new UserError('no run or experiment folder given');
@@ -379,27 +434,42 @@ export function loadInputs(inputs: string[]): LoadedInputs {
     seen.add(key);
     runs.push(loadRun(dir, id, experimentDir));
   };
-  for (const input of inputs) {
+  const addExperiment = (dir: string): void => {
+    const experiment = readExperiment(dir);
+    const before = runs.length;
+    for (const arm of experiment.arms) {
+      const armDir = path.join(dir, arm.dir);
+      if (armStarted(armDir)) add(armDir, arm.name, path.resolve(dir));
+      else notStarted.push(`${experiment.name}/${arm.name}`);
+    }
+    if (runs.length === before) {
+      throw new UserError(`${dir}: none of the experiment's ${experiment.arms.length} arms has started (no config.resolved.yaml in their folders)`);
+    }
+  };
+  let firstHoldsRuns = false;
+  inputs.forEach((input, index) => {
     if (!fs.existsSync(input) || !fs.statSync(input).isDirectory()) throw new UserError(`folder not found: ${input}`);
     if (isExperimentDir(input)) {
-      const experiment = readExperiment(input);
-      const before = runs.length;
-      for (const arm of experiment.arms) {
-        const armDir = path.join(input, arm.dir);
-        if (armStarted(armDir)) add(armDir, arm.name, path.resolve(input));
-        else notStarted.push(`${experiment.name}/${arm.name}`);
-      }
-      if (runs.length === before) {
-        throw new UserError(`${input}: none of the experiment's ${experiment.arms.length} arms has started (no config.resolved.yaml in their folders)`);
-      }
+      addExperiment(input);
+      if (index === 0) firstHoldsRuns = true;
     } else if (isRunDir(input)) {
       add(input, undefined, null);
     } else {
-      throw new UserError(`${input} is neither a run folder (config.resolved.yaml, summary.json) nor an experiment folder (experiment.json)`);
+      const found = findRunFolders(input);
+      if (found.runs.length === 0 && found.experiments.length === 0) {
+        throw new UserError(`${input} is neither a run folder (config.resolved.yaml, summary.json) nor an experiment folder (experiment.json), and no run folder was found below it`);
+      }
+      for (const experiment of found.experiments) addExperiment(experiment);
+      const start = runs.length;
+      for (const run of found.runs) add(run, undefined, null);
+      // Folder names need not say what a run is; the tables read best by variant, then learning rate, then seed.
+      runs.splice(start, runs.length - start, ...runs.slice(start).sort(byVariantLrSeed));
+      for (const pending of pendingSweepRuns(input, found)) notStarted.push(`${path.basename(path.resolve(input))}/${path.relative(input, pending)}`);
+      if (index === 0) firstHoldsRuns = true;
     }
-  }
+  });
   makeIdsUnique(runs);
-  return { runs, notStarted, firstIsExperiment: isExperimentDir(inputs[0]) };
+  return { runs, notStarted, firstHoldsRuns };
 }
 
 /** Two folders both called e.g. `qk-norm-s0` (from two experiments) get their parent folder as a prefix. */

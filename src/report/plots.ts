@@ -2,8 +2,8 @@
 // logging intervals line up. Each builder returns a spec, or a note saying why there is nothing to plot.
 import { trainSeries, valSeries, type ArmGroup } from './groups';
 import { PLOT_FONT } from './render';
+import { lrSensitivity, type SensitivityResult } from './sensitivity';
 import { cleanSeries, meanCurve, thin, tokenEma, type Point } from './stats';
-import { formatStatuses } from './tables';
 
 export interface PlotPlan {
   /** File stem under plots/ (loss → plots/loss.svg, plots/loss.png). */
@@ -263,44 +263,109 @@ export function accuracyPlot(groups: ArmGroup[]): PlotPlan {
   };
 }
 
-/** Final validation loss against learning rate, one line per variant (the sensitivity view of Wortsman et al. 2023). */
-export function lrSensitivityPlot(groups: ArmGroup[]): PlotPlan {
+/** A filled × (an outline, not two strokes), so the plot and its legend draw it the same way as the filled dots. */
+const DIVERGED_SHAPE = 'M-1,-0.6L-0.6,-1L0,-0.4L0.6,-1L1,-0.6L0.4,0L1,0.6L0.6,1L0,0.4L-0.6,1L-1,0.6L-0.4,0Z';
+
+/**
+ * Where "diverged" markers go on a linear loss axis: a band above every finite value, one row per series so that
+ * two series diverging at the same learning rate do not hide each other.
+ */
+function divergedBand(values: number[], seriesCount: number): { rowY: (series: number) => number; domain: [number, number] } {
+  const lo = values.length > 0 ? Math.min(...values) : 0;
+  const hi = values.length > 0 ? Math.max(...values) : 1;
+  const span = hi > lo ? hi - lo : Math.max(0.05 * Math.abs(hi), 0.1);
+  const rowY = (series: number) => hi + (0.2 + 0.08 * series) * span;
+  return { rowY, domain: [lo - 0.06 * span, rowY(seriesCount - 1) + 0.1 * span] };
+}
+
+/**
+ * Final validation loss and peak max logit against learning rate, one line per series (the sensitivity view of
+ * Wortsman et al. 2023). Means over completed seeds with ± one standard error; diverged seeds are drawn as crosses,
+ * never dropped: above the loss curve (they have no final loss) and at their own peak logit.
+ */
+export function lrSensitivityPlot(groups: ArmGroup[], sensitivity: SensitivityResult | null = lrSensitivity(groups)): PlotPlan {
   const title = 'Learning-rate sensitivity';
-  const caption = 'Final validation loss (mean over completed seeds, bar ± one std) against peak learning rate, per variant. '
-    + 'A flat curve over a wide range means the variant tolerates a badly chosen learning rate.';
-  const lrs = new Set(groups.map((g) => g.lr));
-  if (lrs.size < 2) return { name: 'lr-sensitivity', title, caption, spec: null, note: 'all arms use the same learning rate' };
-  const rows: object[] = [];
-  const left: string[] = [];
-  for (const g of groups) {
-    const { mean, std, count } = g.finalValLoss;
-    if (g.partial || mean === null) {
-      left.push(`${g.label} (${formatStatuses(g)})`);
-      continue;
+  const caption = 'Left: final validation loss; right: peak max attention logit (log scale), against peak learning rate (log scale), one line per series. '
+    + 'Dots: mean over the completed seeds, bars ± one standard error, n beside each dot. Ring: the best learning rate of each series '
+    + '(lowest mean final validation loss among learning rates where no seed diverged). Crosses: diverged seeds, '
+    + 'drawn above the loss curve with the count of diverged seeds (a diverged run has no final loss) and at the peak logit they reached.';
+  if (sensitivity === null) return { name: 'lr-sensitivity', title, caption, spec: null, note: 'all arms use the same learning rate' };
+
+  const MEAN = 'mean over completed seeds', DIVERGED = 'diverged';
+  const lossRows: object[] = [];
+  const logitRows: object[] = [];
+  const finiteLoss: number[] = [];
+  const positiveLogit: number[] = [];
+  for (const s of sensitivity.series) {
+    for (const p of s.points) {
+      const loss = p.final_val_loss, logit = p.max_logit_peak;
+      if (loss.mean !== null) {
+        const se = loss.stderr ?? 0;
+        finiteLoss.push(loss.mean - se, loss.mean + se);
+        lossRows.push({ marker: MEAN, series: s.label, lr: p.lr, value: loss.mean, lo: loss.mean - se, hi: loss.mean + se, n: `n=${loss.n}`, best: p.best });
+      }
+      if (logit.mean !== null && logit.mean > 0) {
+        const se = logit.stderr ?? 0;
+        positiveLogit.push(logit.mean + se);
+        // Log scale: a bar reaching zero or below is cut at a tenth of the mean.
+        logitRows.push({ marker: MEAN, series: s.label, lr: p.lr, value: logit.mean, lo: Math.max(logit.mean - se, logit.mean / 10), hi: logit.mean + se, n: `n=${logit.n}` });
+      }
+      for (const d of p.diverged) if (d.max_logit_peak !== null && d.max_logit_peak > 0) positiveLogit.push(d.max_logit_peak);
     }
-    rows.push({ variant: g.variant, group: g.label, lr: g.lr, loss: mean, lo: mean - (std ?? 0), hi: mean + (std ?? 0), seeds: count });
   }
-  if (rows.length === 0) return { name: 'lr-sensitivity', title, caption, spec: null, note: `no arm group has a completed run with a validation loss: ${left.join('; ')}` };
-  const fullCaption = left.length > 0 ? `${caption} Not plotted (no completed run): ${left.join('; ')}.` : caption;
-  const variants = [...new Set(groups.map((g) => g.variant))];
+  const band = divergedBand(finiteLoss, sensitivity.series.length);
+  // A diverged run that logged no positive logit still gets a cross, above everything else on the log axis.
+  const logitCap = positiveLogit.length > 0 ? 3 * Math.max(...positiveLogit) : 1;
+  sensitivity.series.forEach((s, index) => {
+    for (const p of s.points) {
+      if (p.diverged.length === 0) continue;
+      lossRows.push({ marker: DIVERGED, series: s.label, lr: p.lr, value: band.rowY(index), n: `${p.diverged.length}/${p.runs.length} diverged` });
+      for (const d of p.diverged) {
+        const peak = d.max_logit_peak !== null && d.max_logit_peak > 0 ? d.max_logit_peak : logitCap;
+        logitRows.push({ marker: DIVERGED, series: s.label, lr: p.lr, value: peak, run: d.run });
+      }
+    }
+  });
+
+  const lrs = sensitivity.lrs;
   // Ticks only at the learning rates that were run: log-scale default ticks repeat labels like 2e-3 2e-3.
-  const x = { field: 'lr', type: 'quantitative', title: 'peak learning rate (log)', scale: { type: 'log', nice: false, padding: 24 }, axis: { values: [...lrs].sort((a, b) => a - b), format: '~e' } };
-  const y = { type: 'quantitative', title: 'final validation loss', scale: { zero: false, padding: 16 } };
-  const color = { field: 'variant', type: 'nominal', title: 'variant', scale: { domain: variants, scheme: 'set1' } };
+  const x = { field: 'lr', type: 'quantitative', title: 'peak learning rate (log)', scale: { type: 'log', nice: false, padding: 24 }, axis: { values: lrs, format: '~e' } };
+  const color = { field: 'series', type: 'nominal', title: 'series', scale: { domain: sensitivity.series.map((s) => s.label), scheme: 'set1' } };
+  const shape = { field: 'marker', type: 'nominal', title: null, scale: { domain: [MEAN, DIVERGED], range: ['circle', DIVERGED_SHAPE] } };
+  const isMean = { filter: `datum.marker === '${MEAN}'` };
+  const isDiverged = { filter: `datum.marker === '${DIVERGED}'` };
+  const panel = (rows: object[], y: object, extra: object[]): object => ({
+    width: 340,
+    height: 240,
+    data: { values: rows },
+    layer: [
+      { transform: [isMean], mark: { type: 'line', strokeWidth: 2 }, encoding: { x, y, color } },
+      { transform: [isMean], mark: { type: 'rule', strokeWidth: 1.5 }, encoding: { x, y: { ...y, field: 'lo' }, y2: { field: 'hi' }, color } },
+      { transform: [isMean], mark: { type: 'point', filled: true, size: 55, opacity: 1 }, encoding: { x, y, color, shape } },
+      { transform: [isMean], mark: { type: 'text', align: 'left', dx: 7, dy: 10, fontSize: 9 }, encoding: { x, y, color, text: { field: 'n' } } },
+      { transform: [isDiverged], mark: { type: 'point', filled: true, size: 80, opacity: 1 }, encoding: { x, y, color, shape } },
+      ...extra,
+    ],
+  });
+  const lossY = { field: 'value', type: 'quantitative', title: 'final validation loss', scale: { zero: false, nice: false, domain: band.domain } };
+  const logitY = { field: 'value', type: 'quantitative', title: 'peak max attention logit (log)', scale: { type: 'log' } };
+  const lossPanel = panel(lossRows, lossY, [
+    { transform: [isDiverged], mark: { type: 'text', align: 'left', dx: 8, dy: -6, fontSize: 9 }, encoding: { x, y: lossY, color, text: { field: 'n' } } },
+    { transform: [isMean, { filter: 'datum.best' }], mark: { type: 'point', filled: false, strokeWidth: 2, size: 260, opacity: 1 }, encoding: { x, y: lossY, color } },
+  ]);
+  const logitPanel = panel(logitRows, logitY, []);
+  const left = sensitivity.series.flatMap((s) => s.points.filter((p) => p.final_val_loss.mean === null && p.diverged.length === 0)
+    .map((p) => `${p.group} (${Object.entries(p.statuses).map(([st, n]) => `${st}×${n}`).join(', ')})`));
   return {
-    name: 'lr-sensitivity', title, caption: fullCaption,
-    spec: topLevel(title, 'final validation loss vs peak learning rate (Wortsman et al. 2023)', {
-      width: 420,
-      height: 260,
-      data: { values: rows },
-      layer: [
-        { mark: { type: 'line', point: { filled: true, size: 50 } }, encoding: { x, y: { ...y, field: 'loss' }, color } },
-        { mark: { type: 'rule', strokeWidth: 1.5 }, encoding: { x, y: { ...y, field: 'lo' }, y2: { field: 'hi' }, color } },
-      ],
+    name: 'lr-sensitivity', title,
+    caption: left.length > 0 ? `${caption} No completed seed yet: ${left.join('; ')}.` : caption,
+    spec: topLevel(title, 'final validation loss and peak max logit vs peak learning rate, mean ± standard error over seeds (Wortsman et al. 2023)', {
+      hconcat: [lossPanel, logitPanel],
+      resolve: { scale: { color: 'shared', shape: 'shared' } },
     }),
   };
 }
 
-export function planPlots(groups: ArmGroup[]): PlotPlan[] {
-  return [lossPlot(groups), maxLogitPlot(groups), headsClippedPlot(groups), accuracyPlot(groups), lrSensitivityPlot(groups)];
+export function planPlots(groups: ArmGroup[], sensitivity: SensitivityResult | null = lrSensitivity(groups)): PlotPlan[] {
+  return [lossPlot(groups), maxLogitPlot(groups), headsClippedPlot(groups), accuracyPlot(groups), lrSensitivityPlot(groups, sensitivity)];
 }

@@ -18,6 +18,19 @@ export function aggregate(values: (number | null | undefined)[]): Aggregate {
   return { mean, std: Math.sqrt(variance), count };
 }
 
+/** Mean ± standard error of the mean over seeds: how well the mean itself is known, which is what a curve of means needs. */
+export interface MeanWithError {
+  mean: number | null;
+  /** std / sqrt(n); null with fewer than two values. */
+  stderr: number | null;
+  n: number;
+}
+
+export function meanWithError(values: (number | null | undefined)[]): MeanWithError {
+  const { mean, std, count } = aggregate(values);
+  return { mean, stderr: std === null ? null : std / Math.sqrt(count), n: count };
+}
+
 export interface Point {
   tokens: number;
   value: number;

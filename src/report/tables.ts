@@ -3,7 +3,8 @@
 import { stringify } from 'csv-stringify/sync';
 import { formatLr, groupMetric, type ArmGroup, type RunStats } from './groups';
 import type { GateResult } from './expect';
-import type { Aggregate } from './stats';
+import type { SensitivityPoint, SensitivityResult } from './sensitivity';
+import type { Aggregate, MeanWithError } from './stats';
 
 export interface Table {
   headers: string[];
@@ -156,6 +157,81 @@ export function runTable(groups: ArmGroup[]): Table {
     numeric: [false, false, true, false, true, true, true, true, true, true, true, false],
     rows,
   };
+}
+
+/** `3.4012 ± 0.0100 (n=3)`: mean ± standard error over seeds; no ± with a single seed. */
+export function formatMeanWithError(value: MeanWithError, format: (v: number) => string = (v) => v.toFixed(4)): string {
+  if (value.mean === null) return DASH;
+  return `${format(value.mean)}${value.stderr === null ? '' : ` ± ${format(value.stderr)}`} (n=${value.n})`;
+}
+
+/** Logit means and their errors with one decimal from 10 up (as formatLogit), three below. */
+function logitDigits(mean: number | null): (v: number) => string {
+  return mean !== null && Math.abs(mean) >= 10 ? (v) => v.toFixed(1) : (v) => v.toFixed(3);
+}
+
+function pointStatuses(p: SensitivityPoint): string {
+  return Object.entries(p.statuses).map(([status, n]) => (n === 1 && p.runs.length === 1 ? status : `${status}×${n}`)).join(', ');
+}
+
+function divergedText(p: SensitivityPoint): string {
+  if (p.diverged.length === 0) return DASH;
+  const runs = p.diverged.map((d) => {
+    const who = d.seed === null ? d.run : `seed ${d.seed}`;
+    const at = d.at_step === null ? '' : ` at step ${d.at_step}`;
+    const peak = d.max_logit_peak === null ? '' : ` (peak ${formatLogit(d.max_logit_peak)})`;
+    return `${who}${at}${peak}`;
+  });
+  return `${p.diverged.length}/${p.runs.length}: ${runs.join('; ')}`;
+}
+
+/**
+ * One row per series and learning rate. A learning rate at which every seed diverged reads "diverged" in the loss
+ * column; a partly diverged one keeps the mean of its completed seeds and lists the diverged ones beside it.
+ */
+export function sensitivityTable(result: SensitivityResult): Table {
+  const rows: string[][] = [];
+  for (const s of result.series) {
+    for (const p of s.points) {
+      const allDiverged = p.diverged.length === p.runs.length;
+      rows.push([
+        s.label,
+        formatLr(p.lr),
+        String(p.runs.length),
+        pointStatuses(p),
+        allDiverged ? 'diverged' : formatMeanWithError(p.final_val_loss),
+        formatMeanWithError(p.max_logit_peak, logitDigits(p.max_logit_peak.mean)),
+        divergedText(p),
+        p.best ? 'best' : '',
+      ]);
+    }
+  }
+  return {
+    headers: ['series', 'lr', 'runs', 'status', 'final val loss (mean ± se)', 'max logit peak (mean ± se)', 'diverged', 'best lr'],
+    numeric: [false, true, true, false, true, true, false, false],
+    rows,
+  };
+}
+
+/** sensitivity.csv: the table's numbers, one row per series and learning rate. */
+export function sensitivityCsv(result: SensitivityResult): string {
+  const records = result.series.flatMap((s) => s.points.map((p) => ({
+    series: s.label,
+    variant: s.variant,
+    lr: formatLr(p.lr),
+    group: p.group,
+    runs: p.runs.length,
+    completed: p.statuses.completed ?? 0,
+    diverged: p.diverged.length,
+    final_val_loss_mean: p.final_val_loss.mean ?? '',
+    final_val_loss_stderr: p.final_val_loss.stderr ?? '',
+    final_val_loss_n: p.final_val_loss.n,
+    max_logit_peak_mean: p.max_logit_peak.mean ?? '',
+    max_logit_peak_stderr: p.max_logit_peak.stderr ?? '',
+    max_logit_peak_n: p.max_logit_peak.n,
+    best: p.best ? 'yes' : 'no',
+  })));
+  return stringify(records, { header: true });
 }
 
 export function gateTable(gates: GateResult[]): Table {

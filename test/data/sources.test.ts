@@ -3,7 +3,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { UserError } from '../../src/errors';
-import { cutAtParagraphs, hashDocumentTexts, loadDocuments } from '../../src/data/sources';
+import { cutAtParagraphs, fileLines, hashDocumentTexts, loadDocuments } from '../../src/data/sources';
 
 describe('loadDocuments', () => {
   let dir: string;
@@ -69,6 +69,14 @@ describe('loadDocuments', () => {
       { id: 'docs.jsonl:1', text: 'one' },
       { id: 'docs.jsonl:3', text: 'two' },
     ]);
+  });
+
+  it('reads lines across read-chunk boundaries as text.split would, multi-byte characters included', () => {
+    // "é" and "€" are 2 and 3 UTF-8 bytes: with 4-byte chunks every character and line straddles a boundary somewhere.
+    const text = 'é€a\n\nbb€é\n{"text": "ça"}\r\nlast-without-newline';
+    const file = write('lines.txt', text);
+    for (const chunk of [1, 2, 3, 4, 5, 7, 64]) expect([...fileLines(file, chunk)]).toEqual(text.split('\n'));
+    expect([...fileLines(write('empty.txt', ''))]).toEqual(['']);
   });
 
   it('names the file and line of bad JSONL', () => {

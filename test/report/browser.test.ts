@@ -51,8 +51,9 @@ test('report.html renders in Chromium: no console errors, every plot and table v
     expect(box!.height).toBeGreaterThan(100);
   }
   const tables = page.locator('table');
-  // arm groups, downstream evaluation, differences, runs, config diff (manifests agree)
-  expect(await tables.count()).toBe(5);
+  // arm groups, learning-rate sensitivity (two learning rates), downstream evaluation, differences, runs, config diff
+  // (manifests agree)
+  expect(await tables.count()).toBe(6);
   for (let i = 0; i < (await tables.count()); i++) {
     await tables.nth(i).scrollIntoViewIfNeeded();
     const box = await tables.nth(i).boundingBox();

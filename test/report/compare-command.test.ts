@@ -3,7 +3,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { Config } from '@oclif/core';
 import Compare from '../../src/commands/compare';
-import { curve, tmpDir, writeExperiment, writeRun } from './fixtures';
+import { curve, tmpDir, writeExperiment, writeRun, writeSweep } from './fixtures';
 
 // oclif's Config.load imports an ES module dynamically, which jest's CommonJS sandbox cannot do. The command
 // only needs a handful of config members, so the test hands it a stand-in (the end-to-end tests run the real CLI).
@@ -70,6 +70,30 @@ test('prints the headline table and the report path; --json prints the typed res
   expect(human.stdout).toContain('| arm group | runs | status |');
   expect(human.stdout).toContain('| qk-norm | 1 | completed | 4k |');
   expect(human.stdout).toContain(`report: ${path.join(root, 'out-text', 'report.html')}`);
+  // One learning rate: no sensitivity table, and --json says so with null.
+  expect(human.stdout).not.toContain('| series | lr |');
+  expect(parsed.sensitivity).toBeNull();
+});
+
+test('a sweep folder prints the learning-rate sensitivity table and the best learning rate; --json carries it', async () => {
+  const run = (lr: number, seed: number, finalVal: number | null) => ({
+    id: `qk-norm-${lr}-${seed}`, variant: 'qk-norm' as const, lr, seed, points: curve(4000, 1000, 3.2), finalVal,
+    ...(finalVal === null ? { status: 'diverged' as const, divergedAtStep: 3 } : {}),
+  });
+  const sweep = writeSweep(path.join(root, 'sweep'), [run(1e-3, 0, 3.5), run(1e-3, 1, 3.7), run(1e-2, 0, 3.1), run(1e-2, 1, null)]);
+  const human = await runCompare([sweep]);
+  expect(human.exitCode).toBe(0);
+  expect(human.stdout).toContain('| series | lr | runs | status | final val loss (mean ± se) |');
+  // 3.5 and 3.7: mean 3.6, standard error 0.1
+  expect(human.stdout).toContain('| qk-norm | 1e-3 | 2 | completed×2 | 3.6000 ± 0.1000 (n=2) |');
+  expect(human.stdout).toContain('| qk-norm | 0.01 | 2 | completed×1, diverged×1 | 3.1000 (n=1) |');
+  expect(human.stdout).toContain('Best learning rate (lowest mean final validation loss among learning rates where no seed diverged): qk-norm 1e-3, 3.6000 ± 0.1000 (n=2).');
+  expect(human.stdout).toContain(`report: ${path.join(sweep, 'compare', 'report.html')}`);
+
+  const json = await runCompare([sweep, '--json', '--out', path.join(root, 'sweep-json')]);
+  const parsed = JSON.parse(json.stdout);
+  expect(parsed.sensitivity.series[0].best_lr).toBe(1e-3);
+  expect(parsed.sensitivity.series[0].points[1].diverged.map((d: { run: string }) => d.run)).toEqual(['qk-norm-0.01-1']);
 });
 
 test('several inputs and repeated --expect flags; a failed gate exits 1 and still prints the table', async () => {

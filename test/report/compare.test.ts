@@ -272,7 +272,7 @@ describe('bad inputs', () => {
     const empty = path.join(root, 'empty');
     fs.mkdirSync(empty);
     expect((await rejection(compareRuns({ inputs: [empty], out: path.join(root, 'out'), ...noPlots }))).message)
-      .toBe(`${empty} is neither a run folder (config.resolved.yaml, summary.json) nor an experiment folder (experiment.json)`);
+      .toBe(`${empty} is neither a run folder (config.resolved.yaml, summary.json) nor an experiment folder (experiment.json), and no run folder was found below it`);
 
     const broken = writeRun(path.join(root, 'broken'), { variant: 'baseline', lr: 1e-3, seed: 0, points: curve(3000, 1000, 3) });
     const metricsFile = path.join(broken, 'metrics.jsonl');

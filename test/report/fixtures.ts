@@ -125,6 +125,17 @@ export function writeExperiment(dir: string, name: string, arms: (RunSpec & { na
   return dir;
 }
 
+/**
+ * A sweep folder as `mlactl sweep` lays it out: sweep.json beside runs/<id>/. compare reads only the run folders,
+ * so sweep.json holds just enough to be recognised.
+ */
+export function writeSweep(dir: string, runs: (RunSpec & { id: string })[]): string {
+  fs.mkdirSync(path.join(dir, 'runs'), { recursive: true });
+  for (const run of runs) writeRun(path.join(dir, 'runs', run.id), run);
+  fs.writeFileSync(path.join(dir, 'sweep.json'), JSON.stringify({ name: path.basename(dir), runs: runs.map((r) => ({ id: r.id, dir: `runs/${r.id}` })) }, null, 2));
+  return dir;
+}
+
 /** A falling loss curve ending at `final`, logged every `every` tokens up to `total`, validation every `valEvery`. */
 export function curve(total: number, every: number, final: number, valEvery = 2000, valFinal = final + 0.1): MetricPoint[] {
   const points: MetricPoint[] = [];

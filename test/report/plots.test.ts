@@ -52,7 +52,8 @@ describe('plots of a full experiment', () => {
     }
     const loss = fs.readFileSync(result.plots[0].svg!, 'utf8');
     for (const text of ['tokens seen', 'training loss', 'validation loss', 'baseline@lr=1e-3', 'qk-norm@lr=3e-3']) expect(loss).toContain(text);
-    expect(fs.readFileSync(result.plots[4].svg!, 'utf8')).toContain('peak learning rate (log)');
+    const sensitivity = fs.readFileSync(result.plots[4].svg!, 'utf8');
+    for (const text of ['peak learning rate (log)', 'final validation loss', 'peak max attention logit (log)', '1/1 diverged', 'n=2']) expect(sensitivity).toContain(text);
   });
 
   test('report.html is one self-contained file with every plot inline', () => {
@@ -68,7 +69,7 @@ describe('plots of a full experiment', () => {
     expect(html).toContain('Differences against baseline');
   });
 
-  test('plot data: tau rule from the config, lr sensitivity per group, skipped groups named', () => {
+  test('plot data: tau rule from the config, lr sensitivity per series with diverged runs drawn', () => {
     const { runs } = loadInputs([expDir]);
     const groups = groupRuns(runs, commonValTokens(runs));
     const plans = planPlots(groups);
@@ -76,14 +77,22 @@ describe('plots of a full experiment', () => {
     expect(maxLogit.data.values.filter((v) => v.kind === 'tau').map((v) => [v.group, v.tau])).toEqual(
       groups.map((g) => [g.label, 100]));
     const lr = plans[4];
-    const rows = (lr.spec as { data: { values: { group: string; lr: number; loss: number; seeds: number }[] } }).data.values;
-    // baseline@lr=1e-3 has two seeds; the diverged baseline@lr=3e-3 and the running qk-norm@lr=3e-3 are left out.
-    expect(rows.map((r) => [r.group, r.lr, r.seeds])).toEqual([
-      ['baseline@lr=1e-3', 1e-3, 2], ['qk-clip@lr=1e-3', 1e-3, 1], ['qk-clip@lr=3e-3', 3e-3, 1], ['qk-norm@lr=1e-3', 1e-3, 1],
+    type Row = { marker: string; series: string; lr: number; value: number; n?: string };
+    const [lossPanel, logitPanel] = (lr.spec as { hconcat: { data: { values: Row[] } }[] }).hconcat.map((p) => p.data.values);
+    const means = lossPanel.filter((r) => r.marker !== 'diverged');
+    // Means over completed seeds: baseline@lr=1e-3 has two; the running qk-norm@lr=3e-3 has none yet and no dot.
+    expect(means.map((r) => [r.series, r.lr, r.n])).toEqual([
+      ['baseline', 1e-3, 'n=2'], ['qk-clip', 1e-3, 'n=1'], ['qk-clip', 3e-3, 'n=1'], ['qk-norm', 1e-3, 'n=1'],
     ]);
     // curve(…, 3.4) ends its validation at 3.5 and curve(…, 3.45) at 3.55: mean 3.525
-    expect(rows[0].loss).toBeCloseTo(3.525, 12);
-    expect(lr.caption).toContain('Not plotted (no completed run): baseline@lr=3e-3 (diverged); qk-norm@lr=3e-3 (running).');
+    expect(means[0].value).toBeCloseTo(3.525, 12);
+    // The diverged baseline@lr=3e-3 is drawn, above the loss curve and at its own logit peak: growing(…, 12) over
+    // 24 logged steps reaches 6 + 1.5 * 12 * 23 = 420 in layer 1.
+    const divergedLoss = lossPanel.filter((r) => r.marker === 'diverged');
+    expect(divergedLoss.map((r) => [r.series, r.lr, r.n])).toEqual([['baseline', 3e-3, '1/1 diverged']]);
+    expect(divergedLoss[0].value).toBeGreaterThan(Math.max(...means.map((r) => r.value)));
+    expect(logitPanel.filter((r) => r.marker === 'diverged').map((r) => [r.series, r.lr, r.value])).toEqual([['baseline', 3e-3, 420]]);
+    expect(lr.caption).toContain('No completed seed yet: qk-norm@lr=3e-3 (running×1).');
   });
 });
 
