@@ -1,34 +1,50 @@
 #!/usr/bin/env bash
-# The torch engine's GPU measurements for bench/NOTES.md, in one run: the plain PyTorch peer (bench/peer/) and
-# `mlactl train --engine torch` on the same card and shapes, side by side. Pack first (scripts/gpu-pack.sh), carry
-# .gpu to the GPU machine, then from the project root there:  OUT=/some/folder bash bench/gpu-torch.sh
-# Each step has its own time limit, so one slow step cannot eat the others; the table is printed last.
+# The torch engine's GPU training throughput for bench/NOTES.md, side by side in one call: the plain PyTorch peer
+# (bench/peer/train_peer.py) and `mlactl train --engine torch`, same card, same shapes, one arm per variant.
+#
+#   scripts/gpu-pack.sh
+#   mlactl data prepare --source brown --tokenizer gpt2 --out .gpu-data/brown-gpt2 --config configs/models/paper-400m.yaml
+#   (carry .gpu and .gpu-data to the GPU machine; there, from the project root:)
+#   OUT=/some/folder MODEL=paper-400m bash bench/gpu-torch.sh        # or MODEL=gpu-small
+#
+# mlactl's tokens/s is read from each run's metrics.jsonl: tokens over the engine's elapsed time from step SKIP
+# (compilation done) to the step before the last (the last one also runs the max-logit pass and validation).
+# Each step of the script has its own time limit, so one slow arm cannot eat the others; the table comes last.
 set -uo pipefail
 OUT=${OUT:?set OUT to a folder for the results}
-STEPS=${STEPS:-40}
+MODEL=${MODEL:-paper-400m}
+STEPS=${STEPS:-80}
+SKIP=${SKIP:-20}
+LIMIT=${LIMIT:-140}
+DATA=${DATA:-.gpu-data/brown-gpt2}
 mlactl=(bash .gpu/mlactl.sh)
-step() { local name=$1 limit=$2; shift 2; echo "== $name"; timeout "$limit" "$@" > "$OUT/$name.log" 2>&1; echo "$name rc=$? ${SECONDS}s" | tee -a "$OUT/steps.txt"; tail -n 4 "$OUT/$name.log"; }
+step() { local name=$1 limit=$2; shift 2; echo "== $name ($(date +%T))"; timeout "$limit" "$@" > "$OUT/$name.log" 2>&1; echo "$name rc=$? at ${SECONDS}s" | tee -a "$OUT/steps.txt"; tail -n 3 "$OUT/$name.log"; }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)' | tee -a "$OUT/gpu.txt"
 
-# mlactl: paper-400m at 16 x 2048 tokens a step (the peer's shape), one micro-batch, validation only at the end.
-train() {
-  local name=$1 variant=$2 limit=$3
-  step "$name" "$limit" "${mlactl[@]}" train -c configs/models/paper-400m.yaml --engine torch --run-dir "/tmp/$name" --force \
-    --set model.variant="$variant" --set train.batch_size=16 --set train.grad_accum=1 --set train.tokens=$((16 * 2048 * STEPS)) \
-    --set train.warmup_tokens=327680 --set train.eval_every_tokens=0 --set train.eval_tokens=131072 --set train.ckpt_every_tokens=0 \
-    --set train.log_every_steps=5 --set train.maxlogit_every_steps=10
-  cp "/tmp/$name/metrics.csv" "$OUT/$name.metrics.csv" 2>/dev/null
-}
-step peer-400m-baseline ${PEER_LIMIT:-110} python3 bench/peer/train_peer.py --preset paper-400m --batch 16 --steps 30
-train mlactl-400m-baseline baseline ${TRAIN_LIMIT:-130}
-train mlactl-400m-qk-norm qk-norm ${TRAIN_LIMIT:-130}
-train mlactl-400m-qk-clip qk-clip ${TRAIN_LIMIT:-130}
+case $MODEL in
+  # The issue's shapes: paper-400m 16 x 2048 in one micro-batch; gpu-small 8 x 512 x 4 micro-batches.
+  paper-400m) batch=16 accum=1 seq=2048 eval_tokens=32768 peer=(--batch 16) ;;
+  gpu-small) batch=8 accum=4 seq=512 eval_tokens=65536 peer=(--batch 32) ;;
+  *) echo "MODEL must be paper-400m or gpu-small" >&2; exit 2 ;;
+esac
+batch=${BATCH:-$batch} accum=${ACCUM:-$accum} # e.g. BATCH=32 ACCUM=1: the peer's one micro-batch of the same step size
+[[ ${PEER:-1} == 1 ]] && step "peer-$MODEL" "$LIMIT" python3 bench/peer/train_peer.py --preset "$MODEL" "${peer[@]}" --steps 40
+# EXTRA: more `--set key=value` overrides for every arm (e.g. EXTRA="train.optimizer=adamw" SUFFIX=-adamw).
+extra=(); for kv in ${EXTRA:-}; do extra+=(--set "$kv"); done
 
-echo "== table (tokens/s: the peer's timed steps; mlactl's last logged window, after compilation)"
-grep -h '"peer"' "$OUT"/peer-*.log
-for f in "$OUT"/mlactl-*.metrics.csv; do
-  [[ -f $f ]] || continue
-  echo "$(basename "$f" .metrics.csv): $(tail -n 1 "$f" | awk -F, '{print "step " $1 ", tokens/s " $(NF-2)}')"
+for variant in ${VARIANTS:-baseline qk-norm qk-clip}; do
+  name=mlactl-$MODEL-$variant${SUFFIX:-}
+  # Validation and max-logit traces only at the start and the end; no checkpoints but step 0 and the last.
+  step "$name" "$LIMIT" "${mlactl[@]}" train -c "configs/models/$MODEL.yaml" --engine torch --run-dir "/tmp/$name" --force \
+    --set data.source="$DATA" --set model.variant="$variant" --set train.batch_size=$batch --set train.grad_accum=$accum \
+    --set train.tokens=$((batch * accum * seq * STEPS)) --set train.warmup_tokens=$((batch * accum * seq * (STEPS / 8 + 1))) \
+    --set train.eval_every_tokens=0 --set train.eval_tokens=$eval_tokens --set train.ckpt_every_tokens=0 \
+    --set train.maxlogit_every_steps=1000 --set train.log_every_steps=20 "${extra[@]}"
+  mkdir -p "$OUT/$name" && cp /tmp/$name/{metrics.jsonl,manifest.json,summary.json} "$OUT/$name/" 2>/dev/null
+  rm -rf "/tmp/$name"
 done
+
+echo "== table: $MODEL, tokens/s ($(head -n 1 "$OUT/gpu.txt"))"
+python3 bench/torch_table.py --skip "$SKIP" "$OUT"/peer-*.log "$OUT"/mlactl-$MODEL-*/ | tee "$OUT/table-$MODEL.md"
 cat "$OUT/steps.txt"

@@ -85,10 +85,16 @@ def newton_schulz5(G: torch.Tensor, steps: int = 5) -> torch.Tensor:
     transposed = G.shape[-2] > G.shape[-1]
     X = G.transpose(-2, -1) if transposed else G
     X = X / (X.square().sum(dim=(-2, -1), keepdim=True).sqrt() + 1e-7)
+    batch_shape = X.shape[:-2]
+    if X.dim() > 3:
+        X = X.reshape(-1, *X.shape[-2:])  # [n, r, c]: baddbmm takes one batch axis
+    # beta * C + alpha * (X @ Y) in one GEMM with its epilogue: no separate elementwise passes over the products.
+    fused_mm = torch.addmm if X.dim() == 2 else torch.baddbmm
     for _ in range(steps):
         A = X @ X.transpose(-2, -1)  # [..., r, r], r = min(rows, cols)
-        B = A * b + (A @ A) * c
-        X = X * a + B @ X
+        B = fused_mm(A, A, A, beta=b, alpha=c)  # bA + cA²
+        X = fused_mm(X, B, X, beta=a, alpha=1.0)  # aX + BX
+    X = X.reshape(*batch_shape, *X.shape[-2:])
     return X.transpose(-2, -1) if transposed else X
 
 

@@ -34,7 +34,7 @@ from .data import DataError, TokenStream, batch_hash, check_world_size, rank_sli
 from .events import Events
 from .job import Job, JobError
 from . import kernels
-from .model import MLAForCausalLM, ModelSpec, init_parameters, layer_max_logits, max_attention_logits
+from .model import MLAForCausalLM, ModelSpec, compile_blocks, init_parameters, layer_max_logits, max_attention_logits
 from .optim import Optimizer, apply_qk_clip, clip_by_global_norm_, heads_over, learning_rate, plan_qk_clip
 
 EXIT_OK, EXIT_INTERNAL, EXIT_BAD_INPUT, EXIT_DIVERGED = 0, 1, 2, 3
@@ -171,7 +171,7 @@ class Trainer:
         self.model = MLAForCausalLM(self.spec).to(device)
         self.params = [p for _, p in self.model.named_parameters()]
         self.optimizer = Optimizer(self.model.named_parameters(), self.train_cfg, fused_adamw=device.type == "cuda", ns_dtype=precision.newton_schulz_dtype)
-        self.forward_module = torch.compile(self.model) if compile_model else self.model
+        self.forward_module = compile_blocks(self.model) if compile_model else self.model
         self.layer_max_logits, self.maxlogit_pass = choose_max_logit_pass(device, precision, compile_model, self.spec)
         self.train_module = self.forward_module
         self.stop_flag = False

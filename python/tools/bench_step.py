@@ -39,9 +39,10 @@ PRESETS = {
 }
 
 
-def build_job(preset: str, variant: str, batch: int, accum: int, steps: int, folder: str, precision: str, compile_: str) -> dict:
+def build_job(preset: str, variant: str, batch: int, accum: int, steps: int, folder: str, precision: str, compile_: str, optimizer: str = "") -> dict:
     p = dict(PRESETS[preset])
-    T, optimizer = p.pop("seq_len"), p.pop("optimizer")
+    T, preset_optimizer = p.pop("seq_len"), p.pop("optimizer")
+    optimizer = optimizer or preset_optimizer
     spec = dict(p, variant=variant, G=p["H"], scope="full", qk_eps=1e-6, norm_eps=1e-6, rope_theta=10000.0, tied=False, init_std=0.02)
     tokens_path = os.path.join(folder, "tokens.bin")
     if not os.path.exists(tokens_path):
@@ -91,6 +92,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--preset", default="gpu-small", choices=sorted(PRESETS))
     ap.add_argument("--variants", default="baseline,qk-clip,qk-norm")
+    ap.add_argument("--optimizers", default="", help="comma list (adamw,muon); default: the preset's")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--accum", type=int, default=1)
     ap.add_argument("--steps", type=int, default=10)
@@ -102,15 +104,16 @@ def main() -> None:
     compile_ = {"auto": "auto", "true": True, "false": False}[args.compile]
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     with tempfile.TemporaryDirectory() as folder:
-        for variant in args.variants.split(","):
-            job = parse_job(build_job(args.preset, variant, args.batch, args.accum, args.steps + args.warmup, folder, args.precision, compile_))
+        arms = [(v, o) for o in (args.optimizers.split(",") if args.optimizers else [""]) for v in args.variants.split(",")]
+        for variant, optimizer in arms:
+            job = parse_job(build_job(args.preset, variant, args.batch, args.accum, args.steps + args.warmup, folder, args.precision, compile_, optimizer))
             precision = Precision(job.engine.precision, device)
             use_compile = hasattr(torch, "compile") and (compile_ is True or (compile_ == "auto" and device.type == "cuda"))
             trainer = Trainer(job, Distributed(0, 1, 0, 1), device, precision, use_compile)
             init_parameters(trainer.model, 0)
             t_start = time.perf_counter()
             time_steps(trainer, 0, args.warmup, force_maxlogits=variant == "qk-clip")
-            row = {"preset": args.preset, "variant": variant, "batch": args.batch, "accum": args.accum, "seq_len": job.seq_len,
+            row = {"preset": args.preset, "variant": variant, "optimizer": job.train["optimizer"], "batch": args.batch, "accum": args.accum, "seq_len": job.seq_len,
                    "precision": precision.name, "compile": use_compile, "maxlogit_pass": trainer.maxlogit_pass, "device": torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu",
                    "warmup_s": round(time.perf_counter() - t_start, 1)}
             per_step = time_steps(trainer, args.warmup, args.steps, force_maxlogits=variant == "qk-clip")

@@ -19,7 +19,10 @@ export const PYTHON_PACKAGE_DIR = path.join(PACKAGE_ROOT, 'python');
 
 /** What `python -m mlactl_torch info` reports about an interpreter. */
 export interface TorchProbe {
+  /** The interpreter as named by the config, $MLACTL_PYTHON or the PATH search. */
   python: string;
+  /** Its version (sys.version), as it reported it. */
+  python_version?: string;
   executable?: string;
   torch: string | null;
   usable: boolean;
@@ -56,7 +59,8 @@ export function probePython(python: string): TorchProbe {
     probe = { python, torch: null, usable: false, reason: `${python}: ${(r.error as NodeJS.ErrnoException).code === 'ENOENT' ? 'not found' : r.error.message}` };
   } else {
     try {
-      probe = { ...(JSON.parse(r.stdout.trim().split('\n').pop() ?? '') as TorchProbe), python };
+      const reported = JSON.parse(r.stdout.trim().split('\n').pop() ?? '') as Omit<TorchProbe, 'python_version'>;
+      probe = { ...reported, python_version: reported.python, python };
       if (!probe.usable) probe.reason = `${python}: ${probe.reason ?? 'PyTorch is not usable'}`;
     } catch {
       probe = { python, torch: null, usable: false, reason: `${python}: \`python -m mlactl_torch info\` failed (${(r.stderr || '').trim().split('\n').pop() ?? `exit ${r.status}`})` };
@@ -166,7 +170,7 @@ export const torchEngine: TrainingEngine = {
       backend: cuda ? 'cuda' : 'cpu',
       reason: `engine.name ${job.cfg.engine.name}: ${probe.executable ?? probe.python} imports torch ${probe.torch}`,
       device: cuda ? (probe.device_names ?? []).join(', ') || 'cuda' : `cpu (${probe.cores ?? os.cpus().length} cores)`,
-      versions: { torch: probe.torch ?? '', cuda: probe.cuda ?? '', python: probe.python },
+      versions: { torch: probe.torch ?? '', cuda: probe.cuda ?? '', python: probe.python_version ?? probe.python },
       world_size: gpus,
       precision: job.cfg.engine.precision === 'auto' ? (cuda ? 'bf16' : 'fp32') : job.cfg.engine.precision,
     };
