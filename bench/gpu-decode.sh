@@ -24,9 +24,17 @@ decode() {
 decode decode-fp32-b1 fp32 1 latent,latent+invrms,full-key ${DECODE_LIMIT:-120}
 decode decode-bf16-b1 bf16 1 latent,latent+invrms,full-key ${DECODE_LIMIT:-120}
 decode decode-bf16-b8 bf16 8 latent,latent+invrms ${DECODE_LIMIT:-120}
-step score-paper-400m ${SCORE_LIMIT:-60} "$MLACTL_PYTHON" python/tools/bench_score.py --preset paper-400m --items 2000 --precision bf16
-# The same with the decoder layers compiled (MLACTL_SCORE_COMPILE=1, which `eval --engine torch` passes on).
-[[ ${SCORE_COMPILED:-0} == 1 ]] && step score-paper-400m-compiled ${SCORE_LIMIT:-120} env MLACTL_SCORE_COMPILE=1 "$MLACTL_PYTHON" python/tools/bench_score.py --preset paper-400m --items 2000 --precision bf16
+# UNSPLIT=1: fp32 batch 1 again with the PyTorch path's scores and softmax compiled as one function
+# (MLACTL_DECODE_SPLIT=0), the form before the split, to see what the split buys.
+if [[ ${UNSPLIT:-0} == 1 ]]; then
+  export MLACTL_DECODE_SPLIT=0
+  decode decode-fp32-b1-unsplit fp32 1 latent,latent+invrms ${DECODE_LIMIT:-120}
+  unset MLACTL_DECODE_SPLIT
+fi
+# Scoring compiles the decoder blocks on CUDA (what `eval --engine torch` does); EAGER=1 adds the eager figure
+# (MLACTL_SCORE_COMPILE=0, inherited by the scoring process from the CLI's environment).
+step score-paper-400m ${SCORE_LIMIT:-120} "$MLACTL_PYTHON" python/tools/bench_score.py --preset paper-400m --items ${SCORE_ITEMS:-2000} --precision bf16
+[[ ${EAGER:-0} == 1 ]] && step score-paper-400m-eager ${SCORE_LIMIT:-60} env MLACTL_SCORE_COMPILE=0 "$MLACTL_PYTHON" python/tools/bench_score.py --preset paper-400m --items ${SCORE_ITEMS:-2000} --precision bf16
 
 echo "== summary (median ms per decode step of one layer; ratio: median per-round latent+invrms / latent; of bound: bandwidth bound / median)"
 "$MLACTL_PYTHON" - "$OUT" <<'PY'
@@ -34,10 +42,11 @@ import json, os, sys
 out = sys.argv[1]
 print("| run | context | impl | latent ms | latent+invrms ms | full-key ms | ratio [95% CI] | latent of bound | latent+invrms of bound |")
 print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-for run in ("decode-fp32-b1", "decode-bf16-b1", "decode-bf16-b8"):
+for run in ("decode-fp32-b1", "decode-bf16-b1", "decode-bf16-b8", "decode-fp32-b1-unsplit"):
     f = os.path.join(out, run, "decode.json")
     if not os.path.exists(f):
-        print(f"| {run} | (no decode.json: see {run}.log) | | | | | | | |")
+        if os.path.exists(os.path.join(out, run + ".log")):
+            print(f"| {run} | (no decode.json: see {run}.log) | | | | | | | |")
         continue
     r = json.load(open(f))
     for impl in ("torch", "fused"):
@@ -51,7 +60,7 @@ for run in ("decode-fp32-b1", "decode-bf16-b1", "decode-bf16-b8"):
             rt = f"{ratio['invrms_over_latent']:.3f} [{ratio['invrms_over_latent_ci95'][0]:.3f}, {ratio['invrms_over_latent_ci95'][1]:.3f}]" if ratio else "-"
             print(f"| {run} | {ctx} | {impl} | {ms('latent')} | {ms('latent+invrms')} | {ms('full-key')} | {rt} | {frac('latent')} | {frac('latent+invrms')} |")
     print(f"|   {run}: {r.get('timing')}; {r.get('compile')}; copy {r.get('copy_bandwidth_gbs', 0):.0f} GB/s; fused: {r.get('fused', {}).get('note')} {r.get('fused', {}).get('config')} | | | | | | | | |")
-for name in ("score-paper-400m", "score-paper-400m-compiled"):
+for name in ("score-paper-400m", "score-paper-400m-eager"):
     log = os.path.join(out, name + ".log")
     lines = [l for l in open(log) if l.startswith("{")] if os.path.exists(log) else []
     print(f"{name}: " + (lines[-1].strip() if lines else f"no result (see {name}.log)"))

@@ -152,9 +152,19 @@ def latent_attention(q: torch.Tensor, kv: torch.Tensor, rk: Optional[torch.Tenso
     it; kv [B, S, dc+dr]; rk [B, S, G] or None. For latent+invrms, q_stat [B, H, w] is the raw query whose group
     RMS gives rq (w: dn+dr for scope full, dn for nope). Returns u [B, H, dc], the attention output in latent space.
     """
+    return latent_values(latent_step_scores(q, kv, rk, dc, content_only, q_stat, eps), kv, dc)
+
+
+def latent_step_scores(q: torch.Tensor, kv: torch.Tensor, rk: Optional[torch.Tensor], dc: int, content_only: bool,
+                       q_stat: Optional[torch.Tensor] = None, eps: float = 0.0) -> torch.Tensor:
+    """The scores half of latent_attention: [B, H, S], float32 whatever the cache dtype."""
     rq = None if rk is None else group_inv_rms(q_stat[:, None], rk.shape[2], eps)  # [B, 1, G]
-    scores = latent_scores(q, kv, rk, rq, dc, content_only)  # [B, H, S]
-    p = torch.softmax(at_least_float32(scores), dim=-1).to(kv.dtype)  # float32 softmax whatever the cache dtype
+    return at_least_float32(latent_scores(q, kv, rk, rq, dc, content_only))
+
+
+def latent_values(scores: torch.Tensor, kv: torch.Tensor, dc: int) -> torch.Tensor:
+    """The softmax half: scores [B, H, S] -> u [B, H, dc] (a float32 softmax, values in the cache's dtype)."""
+    p = torch.softmax(scores, dim=-1).to(kv.dtype)
     return p @ kv[..., :dc]  # [B, H, dc]
 
 
@@ -332,8 +342,22 @@ class DecodeLayer:
     def compile(self) -> None:
         """torch.compile the query, the PyTorch attention and the output (CUDA): fuses their elementwise work."""
         self.query_fn = torch.compile(self.absorbed_query, dynamic=True)
-        self.latent_fn = torch.compile(latent_attention, dynamic=True)
         self.output_fn = torch.compile(self.output, dynamic=True)
+        whole = torch.compile(latent_attention, dynamic=True)
+        if os.environ.get("MLACTL_DECODE_SPLIT", "1") == "0":
+            self.latent_fn = whole
+            return
+        scores, values = torch.compile(latent_step_scores, dynamic=True), torch.compile(latent_values, dynamic=True)
+
+        # With rk, the scores and the softmax are compiled apart: fused, the rk multiply lands in the softmax's
+        # row reduction (H rows of S scores: few, long rows, a kernel starved of parallelism) and its bytes cost
+        # there far more than in a kernel of its own over all B*H*S scores.
+        def split(q, kv, rk, dc, content_only, q_stat=None, eps=0.0):
+            if rk is None:
+                return whole(q, kv, rk, dc, content_only, q_stat, eps)
+            return values(scores(q, kv, rk, dc, content_only, q_stat, eps), kv, dc)
+
+        self.latent_fn = split
 
     def uncompile(self) -> None:
         self.query_fn, self.latent_fn, self.output_fn = self.absorbed_query, latent_attention, self.output

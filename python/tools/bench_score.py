@@ -26,9 +26,8 @@ import torch  # noqa: E402
 
 torch.set_num_threads(THREADS)
 
-from mlactl_torch.model import MLAForCausalLM, ModelSpec, init_parameters  # noqa: E402
-from mlactl_torch.score import score_sequences, token_budget  # noqa: E402
-from mlactl_torch.model import compile_blocks  # noqa: E402
+from mlactl_torch.model import MLAForCausalLM, ModelSpec, compile_blocks, init_parameters  # noqa: E402
+from mlactl_torch.score import compile_for_scoring, score_sequences, token_budget  # noqa: E402
 
 # The model blocks of configs/models/*.yaml (as tools/bench_step.py).
 PRESETS = {
@@ -72,7 +71,7 @@ def main() -> int:
     model = MLAForCausalLM(spec)
     init_parameters(model, 0)
     model = model.to(device).eval()
-    if device == "cuda" and os.environ.get("MLACTL_SCORE_COMPILE", "0") == "1":  # as score.load_for_scoring does
+    if compile_for_scoring(device):  # as score.load_for_scoring does
         compile_blocks(model)
     budget = token_budget(model, device, dtype)
     vocab = min(50257, spec.vocab)
