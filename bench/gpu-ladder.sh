@@ -4,7 +4,8 @@
 # Pack first (scripts/gpu-pack.sh) and carry the CLI and the corpus (see docs/results/README.md for the carry list);
 # then from the project root there:
 #
-#   OUT=/some/folder LRS="1e-3 3e-3" bash bench/gpu-ladder.sh        # six gpu-small runs; then LRS=1e-2 in a second call
+#   export DATA_TAR=.gpu-data/debian-corpus-gpu.tar.xz
+#   OUT=/some/folder LRS="1e-3 3e-3" JOBS=3 bash bench/gpu-ladder.sh   # six gpu-small runs; LRS=1e-2 in a second call
 #   OUT=/some/folder SWEEP=configs/sweeps/paper-400m-variants.yaml TOKENS=13107200 bash bench/gpu-ladder.sh
 #
 # Variables:
@@ -19,7 +20,8 @@
 #   BASE      another base config (the CPU stand-in test uses configs/models/tiny.yaml)
 #   PART      the part folder's name (default lr<LRS joined by _>, or "all")
 #   JOBS      runs at a time on the one GPU (default 1: wall times then measure one run alone)
-#   LIMIT     seconds before the sweep is stopped with SIGTERM (runs checkpoint and end `interrupted`; default 510)
+#   LIMIT     seconds before the sweep is stopped with SIGTERM (runs checkpoint and end `interrupted`; default
+#             480: with the 60 s grace and the clean-up the script ends within ten minutes)
 #   FRESH=1   start the part's sweep folder over even when it exists (default: resume it, or run it if absent)
 #   KEEP_CKPT=1  keep the checkpoints of finished runs (default: deleted after the tarball, they are ~1-5 GB each)
 #   MLACTL    the CLI (default "bash .gpu/mlactl.sh"; "node bin/run.js" in a checkout)
@@ -28,7 +30,7 @@ set -uo pipefail
 OUT=${OUT:?set OUT to a folder for the results}
 SWEEP=${SWEEP:-configs/sweeps/gpu-small-ladder.yaml}
 JOBS=${JOBS:-1}
-LIMIT=${LIMIT:-510}
+LIMIT=${LIMIT:-480}
 read -r -a mlactl <<< "${MLACTL:-bash .gpu/mlactl.sh}"
 export MLACTL_PYTHON=${MLACTL_PYTHON:-python3}
 die() { echo "gpu-ladder.sh: $*" >&2; exit 2; }
@@ -47,9 +49,11 @@ if [[ ! -f $DATA/manifest.json && -n ${DATA_TAR:-} ]]; then
   [[ -f $DATA_TAR ]] || die "DATA_TAR: file not found: $DATA_TAR"
   echo "== unpacking $DATA_TAR"
   tar -xf "$DATA_TAR" || die "DATA_TAR: $DATA_TAR did not unpack"
+  python3 scripts/ladder.py verify "$DATA" || exit 2
 fi
 [[ -f $DATA/manifest.json ]] || die "DATA: $DATA/manifest.json not found (build it with scripts/build-corpus.sh, or set DATA_TAR)"
 lrs=(${LRS:-})
+for lr in "${lrs[@]}"; do [[ $lr =~ ^[0-9.]+(e-?[0-9]+)?$ ]] || die "LRS: expected numbers separated by spaces, got '$LRS'"; done
 PART=${PART:-$([[ ${#lrs[@]} -gt 0 ]] && echo "lr$(IFS=_; echo "${lrs[*]}")" || echo all)}
 [[ $PART =~ ^[A-Za-z0-9][A-Za-z0-9._-]*$ ]] || die "PART: letters, digits, . _ - only, got '$PART'"
 mkdir -p "$OUT" || die "OUT: cannot create $OUT"
@@ -76,10 +80,26 @@ else
   cmd=("${mlactl[@]}" sweep run "$OUT/sweep.yaml" --executor local --jobs "$JOBS" --sweep-dir "$dir" --force)
 fi
 start=$SECONDS
-# SIGTERM at LIMIT: each running run finishes its step, checkpoints and ends interrupted; KILL 60 s later at most.
+# SIGTERM at LIMIT: the sweep passes it to each running run, which finishes its step, checkpoints and ends
+# interrupted. KILL 60 s later reaches only the sweep process; runs still going then (each `mlactl train` and its
+# Python child are process groups of their own) are found by their run.lock and ended here, so nothing outlives
+# the call.
 timeout -k 60 "$LIMIT" "${cmd[@]}" > "$OUT/sweep.log" 2>&1
 rc=$?
 echo "sweep rc=$rc after $((SECONDS - start)) s" | tee -a "$OUT/gpu.txt"
+if [[ $rc == 124 || $rc == 137 ]]; then
+  left=()
+  for lock in "$dir"/runs/*/run.lock; do
+    pid=$(cat "$lock" 2>/dev/null)
+    [[ $pid =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null && left+=("$pid" $(pgrep -P "$pid"))
+  done
+  if [[ ${#left[@]} -gt 0 ]]; then
+    echo "ending runs left running: ${left[*]}" | tee -a "$OUT/gpu.txt"
+    kill -TERM "${left[@]}" 2>/dev/null
+    sleep 15
+    kill -KILL "${left[@]}" 2>/dev/null
+  fi
+fi
 grep -E '^\[' "$OUT/sweep.log" | tail -n 12
 
 if [[ -d $dir ]]; then
@@ -92,3 +112,4 @@ if [[ -d $dir ]]; then
 fi
 { echo "## $name/$PART: $(head -n 1 "$OUT/gpu.txt"), jobs $JOBS, sweep rc $rc"; echo
   [[ -d $dir ]] && python3 scripts/ladder.py table "$dir" --markdown; } | tee "$OUT/table.md"
+exit "$rc"
