@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import os
 import shutil
@@ -32,6 +33,15 @@ def tiny_spec(**over) -> ModelSpec:
                 qk_eps=1e-6, norm_eps=1e-6, rope_theta=10000.0, max_seq_len=32, tied=False, init_std=0.25)
     base.update(over)
     return ModelSpec(**base)
+
+
+def variant_cases():
+    """Every variant; for qk-norm both scopes and G in {1, 2, H}; each with and without the query low-rank."""
+    for dq in (0, 7):
+        yield tiny_spec(variant="baseline", dq=dq)
+        yield tiny_spec(variant="qk-clip", dq=dq)
+        for scope, G in itertools.product(("full", "nope"), (1, 2, 4)):
+            yield tiny_spec(variant="qk-norm", scope=scope, G=G, dq=dq)
 
 
 def spec_json(spec: ModelSpec) -> dict:

@@ -9,22 +9,13 @@ import unittest
 import numpy as np
 import torch
 
-from helpers import numpy_forward, randomize, tiny_spec
+from helpers import numpy_forward, randomize, tiny_spec, variant_cases
 from mlactl_torch import decode as D
 from mlactl_torch import model as M
 from mlactl_torch.checkpoint import checkpoint_config
 
 FP64_REL_TOL = 1e-12
 FP32_REL_TOL = 2e-5
-
-
-def cases():
-    """Every variant; qk-norm with both scopes and G in {1, 2, H}; with and without the query low-rank."""
-    for dq in (0, 7):
-        yield tiny_spec(variant="baseline", dq=dq)
-        yield tiny_spec(variant="qk-clip", dq=dq)
-        for scope, G in itertools.product(("full", "nope"), (1, 2, 4)):
-            yield tiny_spec(variant="qk-norm", scope=scope, G=G, dq=dq)
 
 
 def rel_err(a, b) -> float:
@@ -46,7 +37,7 @@ TOKENS = torch.randint(0, 37, (13,), generator=torch.Generator().manual_seed(3))
 
 class DecodeEqualsTrainingForm(unittest.TestCase):
     def test_every_cache_prefill_then_steps_in_float64_and_float32(self):
-        for spec in cases():
+        for spec in variant_cases():
             m32, m64 = pair(spec)
             with torch.no_grad():
                 train64 = m64(torch.tensor([TOKENS])).logits[0]

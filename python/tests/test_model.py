@@ -1,11 +1,10 @@
 """The model against the float64 NumPy transcription of docs/checkpoint-format.md, for every variant and option."""
-import itertools
 import unittest
 
 import numpy as np
 import torch
 
-from helpers import numpy_forward, randomize, tiny_spec
+from helpers import numpy_forward, randomize, tiny_spec, variant_cases
 from mlactl_torch import model as M
 from mlactl_torch.checkpoint import checkpoint_config
 
@@ -16,12 +15,8 @@ FP64_REL_TOL = 1e-12
 
 
 def cases():
-    """Every variant; for qk-norm both scopes and G in {1, 2, H}; each with and without the query low-rank."""
-    for dq in (0, 7):
-        yield tiny_spec(variant="baseline", dq=dq)
-        yield tiny_spec(variant="qk-clip", dq=dq)
-        for scope, G in itertools.product(("full", "nope"), (1, 2, 4)):
-            yield tiny_spec(variant="qk-norm", scope=scope, G=G, dq=dq)
+    """The variant cases and a tied head."""
+    yield from variant_cases()
     yield tiny_spec(variant="qk-norm", tied=True, G=2)
 
 

@@ -10,17 +10,9 @@ import type { EngineConfig } from '../config/types';
 import { runTorchCommand } from '../engine/torch/decode';
 import { UserError } from '../errors';
 import { cacheNumbersPerToken, type CacheKind, type ModelSpec } from '../model/spec';
-import { DecodeCheckError, summarise, type DecodeBenchResult, type DecodeBenchRow, type DecodeImpl, type DecodeRatio, type Timings } from './decode';
+import { DecodeCheckError, summarise, type DecodeBenchResult, type DecodeBenchShape, type DecodeBenchRow, type DecodeImpl, type DecodeRatio, type Timings } from './decode';
 
-export interface TorchDecodeBenchOptions {
-  dims: ModelSpec;
-  dimsSource: string;
-  contexts: number[];
-  batch: number;
-  repeats: number;
-  warmup: number;
-  caches: CacheKind[];
-  seed: number;
+export interface TorchDecodeBenchOptions extends DecodeBenchShape {
   dtype: 'fp32' | 'bf16';
   settings: EngineConfig;
   log?: (text: string) => void;

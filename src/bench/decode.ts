@@ -191,7 +191,8 @@ export function checkMemory(dims: ModelSpec, contexts: number[], B: number, cach
 // ---------------------------------------------------------------------------------------------------------------
 // The run
 
-export interface DecodeBenchOptions {
+/** What a decode benchmark measures, whichever engine runs it (the torch engine's options extend it). */
+export interface DecodeBenchShape {
   dims: ModelSpec;
   /** Where the dimensions came from (shown in tables and the JSON). */
   dimsSource: string;
@@ -201,6 +202,9 @@ export interface DecodeBenchOptions {
   warmup: number;
   caches: CacheKind[];
   seed: number;
+}
+
+export interface DecodeBenchOptions extends DecodeBenchShape {
   maxMemory?: number;
   backend: { name: string; device: string };
   tolerance?: number;

@@ -76,7 +76,8 @@ export function removeForForce(dir: string): void {
   fs.rmSync(dir, { recursive: true, force: true });
 }
 
-function alive(pid: number): boolean {
+/** Whether a process with this pid exists (EPERM: it does, owned by someone else). */
+export function alive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;

@@ -6,6 +6,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { configToYaml } from '../config/load';
 import { UserError } from '../errors';
+import { alive } from '../runfolder/folder';
 import { readJson, writeFileAtomic, writeJson } from '../runfolder/atomic';
 import type { SweepPlan } from './plan';
 import { SWEEP_FORMAT, type ExecutorName, type RunExit, type SlurmOptions, type SweepFile } from './types';
@@ -91,15 +92,6 @@ export function readExit(dir: string, id: string): RunExit | null {
     return typeof parsed.exit_code === 'number' ? parsed : null;
   } catch {
     return null; // a torn file from a kill: as if the attempt had left none
-  }
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
 

@@ -1,8 +1,8 @@
 // End-to-end: the built CLI (`npm test` builds dist/ first) on bad configs and `model info`.
-import { spawn } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
+import { runMlactl as mlactl } from '../cli';
 
 const ROOT = path.resolve(__dirname, '../..');
 const TINY = 'configs/models/tiny.yaml';
@@ -12,18 +12,6 @@ beforeAll(() => {
     if (!fs.existsSync(path.join(ROOT, f))) throw new Error(`${f} is missing: build first with \`npm run build\` (npm test does it)`);
   }
 });
-
-function mlactl(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['bin/run.js', ...args], { cwd: ROOT, env: { ...process.env, NO_COLOR: '1' } });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => (stdout += d));
-    child.stderr.on('data', (d) => (stderr += d));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
-}
 
 /** Exit code 2 and exactly one line on stderr that matches every pattern; returns that line. */
 async function expectOneLineError(args: string[], ...patterns: RegExp[]): Promise<string> {

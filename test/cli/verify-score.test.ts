@@ -1,5 +1,4 @@
 // End-to-end: `mlactl verify` and `mlactl score` through the built CLI (`npm test` builds dist/ first).
-import { spawn } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
@@ -9,21 +8,10 @@ import { saveModel } from '../../src/engine/tfjs/checkpoint';
 import { disposeParams } from '../../src/model/params';
 import { loadRunModel, scoreText, TfScoringModel } from '../../src/inference/scoring';
 import { randomParams, tinySpec } from '../helpers';
+import { runMlactl as mlactl } from '../cli';
 
 const ROOT = path.resolve(__dirname, '../..');
 const TINY = 'configs/models/tiny.yaml';
-
-function mlactl(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['bin/run.js', ...args], { cwd: ROOT, env: { ...process.env, NO_COLOR: '1' } });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => (stdout += d));
-    child.stderr.on('data', (d) => (stderr += d));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
-}
 
 let runDir: string;
 

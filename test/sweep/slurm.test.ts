@@ -7,7 +7,7 @@
 //
 // Where Slurm cannot start the Slurm tests fail with the script's reason; only when this is not root and Slurm is
 // not installed (so the script could neither install nor start it) are they skipped, with the reason in their names.
-import { spawn, spawnSync } from 'child_process';
+import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
@@ -15,9 +15,9 @@ import type { RunSummary } from '../../src/runfolder/types';
 import type { SweepStatus } from '../../src/sweep/status';
 import type { SweepOutcome } from '../../src/sweep/sweep';
 import type { RunExit, SlurmJobsFile } from '../../src/sweep/types';
+import { runMlactl as mlactl } from '../cli';
 
 const ROOT = path.resolve(__dirname, '../..');
-const BIN = path.join(ROOT, 'bin', 'run.js');
 const TINY_SWEEP = path.join(ROOT, 'configs/sweeps/tiny.yaml');
 
 const hasCommand = (cmd: string) => spawnSync('sh', ['-c', `command -v ${cmd}`]).status === 0;
@@ -27,20 +27,6 @@ const SKIP_REASON = process.getuid?.() !== 0 && !hasCommand('sbatch')
 if (SKIP_REASON) console.warn(`test/sweep/slurm.test.ts: the Slurm tests are skipped: ${SKIP_REASON}`);
 const slurmTest = (name: string, fn: () => Promise<void>, timeout: number) =>
   SKIP_REASON ? test.skip(`${name} [skipped: ${SKIP_REASON}]`, fn) : test(name, fn, timeout);
-
-interface Result { code: number | null; stdout: string; stderr: string }
-
-function mlactl(args: string[]): Promise<Result> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [BIN, ...args], { cwd: ROOT, env: process.env });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => (stdout += d));
-    child.stderr.on('data', (d) => (stderr += d));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
-}
 
 /**
  * Runs a Slurm command that must succeed and returns its output. The environment is passed explicitly: jest's

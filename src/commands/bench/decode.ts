@@ -11,6 +11,7 @@ import {
   parseContexts,
   runDecodeBench,
   type DecodeBenchResult,
+  type DecodeBenchShape,
 } from '../../bench/decode';
 import {
   formatDecodeTable,
@@ -104,35 +105,22 @@ export default class BenchDecode extends MlactlCommand<BenchDecodeResult> {
     const backend = torch ? { name: 'torch', device: '' } : await initBackend(flags.backend);
     const out = flags.out ?? path.join('runs', `bench-decode-${timestamp()}`);
 
+    const shape: DecodeBenchShape = { dims, dimsSource: source, contexts, batch: flags.batch, repeats: flags.repeats, warmup: flags.warmup, caches, seed: flags.seed };
     let result: DecodeBenchResult;
     try {
       result = torch
         ? await runTorchDecodeBench({
-            dims,
-            dimsSource: source,
-            contexts,
-            batch: flags.batch,
-            repeats: flags.repeats,
-            warmup: flags.warmup,
-            caches,
-            seed: flags.seed,
+            ...shape,
             dtype: flags.dtype,
             settings: inferenceEngine('torch', null).settings,
             log: (text) => process.stderr.write(text),
           })
         : await runDecodeBench({
-        dims,
-        dimsSource: source,
-        contexts,
-        batch: flags.batch,
-        repeats: flags.repeats,
-        warmup: flags.warmup,
-        caches,
-        seed: flags.seed,
-        maxMemory,
-        backend: { name: backend.name, device: backend.device },
-        log: (line) => process.stderr.write(`${line}\n`),
-      });
+            ...shape,
+            maxMemory,
+            backend: { name: backend.name, device: backend.device },
+            log: (line) => process.stderr.write(`${line}\n`),
+          });
     } catch (err) {
       if (err instanceof DecodeCheckError) {
         // Not the user's input, but as loud: one line, exit 1, and nothing timed is written.
