@@ -44,9 +44,14 @@ export const MEASURED_THROUGHPUT: readonly Measurement[] = [
   { engine: 'tfjs', device: 'webgpu', preset: 'gpu-small', tokens_per_s: 860, machine: 'NVIDIA H100 through Dawn, 8 x 4 x 512 tokens per step', source: 'bench/NOTES.md "Training throughput on the GPU"' },
   { engine: 'torch', device: 'cpu', preset: 'demo', tokens_per_s: 7153, machine: '2-core AMD EPYC, fp32, 16 x 128 tokens per step', source: 'bench/NOTES.md "The torch engine", 2026-12-01' },
   {
-    engine: 'torch', device: 'cuda', preset: 'paper-400m', tokens_per_s: 143500,
-    machine: "one NVIDIA H200, bf16 + torch.compile, Muon, 16 x 2048 tokens, the engine's step code rather than the CLI",
-    source: 'bench/NOTES.md "The torch engine: GPU"',
+    engine: 'torch', device: 'cuda', preset: 'paper-400m', tokens_per_s: 148313,
+    machine: 'one NVIDIA H200, bf16 + torch.compile, Muon, 16 x 2048 tokens per step, mlactl train',
+    source: 'bench/NOTES.md "GPU: mlactl train --engine torch beside a plain PyTorch script", 2026-12-01',
+  },
+  {
+    engine: 'torch', device: 'cuda', preset: 'gpu-small', tokens_per_s: 634851,
+    machine: 'one NVIDIA H200, bf16 + torch.compile, AdamW, 32 x 512 tokens per step in one micro-batch, mlactl train',
+    source: 'bench/NOTES.md "GPU: mlactl train --engine torch beside a plain PyTorch script", 2026-12-01',
   },
 ];
 
