@@ -235,25 +235,20 @@ def decode_command(args) -> int:
             emit(run_bench(dims, contexts, args.batch, args.repeats, args.warmup, caches, args.seed, device, args.dtype,
                            inner=args.inner, log=log, tolerance=args.tolerance))
             return 0
-        model = _decode_model(args, device, torch)
-        fused = None
-        if args.command == "generate" and args.attention != "torch":
-            from .decode import fused_attention_for
+        from .decode import default_cache, fused_attention_for, greedy_generate, verify_model
 
-            fused = fused_attention_for(device, torch.float32, model.spec, log)
+        model = _decode_model(args, device, torch)
+        # verify checks the fused kernel too, where it runs; generate uses it unless --attention torch.
+        wants_fused = args.command == "verify" or args.attention != "torch"
+        fused = fused_attention_for(device, torch.float32, model.spec, log) if wants_fused else None
+        if args.command == "generate":
             if fused is None and args.attention == "fused":
                 raise DecodeError("--attention fused: the fused Triton kernel does not run here (CUDA and Triton needed, and its self-check)")
-        if args.command == "generate":
-            from .decode import default_cache, greedy_generate
-
             prompt = _ids(args.prompt, "--prompt")
             vocab_limit = args.vocab_limit if args.vocab_limit is not None else model.spec.vocab
             result = greedy_generate(model, prompt, args.max_tokens, args.cache or default_cache(model.spec), args.eos, vocab_limit, fused)
             emit({"event": "result", "device": str(device), **result})
             return 0
-        from .decode import fused_attention_for, verify_model
-
-        fused = fused_attention_for(device, torch.float32, model.spec, log)
         report = verify_model(model, _ids(args.tokens, "--tokens"), args.tolerance, args.reference_param_limit, fused)
         emit({"event": "result", "device": str(device), **report})
         return 0

@@ -320,6 +320,14 @@ def run_bench(dims: ModelSpec, contexts: List[int], batch: int, repeats: int, wa
         for l in layers.values():
             l.compile()
     layer_for = lambda kind: layers["latent" if kind == "latent" else "normed"]  # noqa: E731
+
+    def eager_after(failure: str, e: Exception) -> str:
+        """A compiled step failed (`failure` says where): every layer goes eager for the rest of the run, said in the log and the result."""
+        log(f"{failure} failed ({type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}); eager from now on")
+        for l in layers.values():
+            l.uncompile()
+        return f"eager ({failure} failed: {type(e).__name__})"
+
     measurements = []
     for S in contexts:
         say = lambda m: log(f"context {S}: {m}")  # noqa: E731
@@ -355,11 +363,7 @@ def run_bench(dims: ModelSpec, contexts: List[int], batch: int, repeats: int, wa
                 except Exception as e:
                     if not compiled:
                         raise
-                    # torch.compile failed here: drop to eager for the rest of the run, and say so.
-                    log(f"torch.compile failed ({type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}); eager from now on")
-                    compiled, compile_note = False, f"eager (torch.compile failed: {type(e).__name__})"
-                    for l in layers.values():
-                        l.uncompile()
+                    compiled, compile_note = False, eager_after("torch.compile", e)
                     with torch.no_grad():
                         out = fn()[:, 0]
                 err = max_relative_error(out, refs["plain" if kind == "latent" else "qk-norm"])
@@ -379,11 +383,8 @@ def run_bench(dims: ModelSpec, contexts: List[int], batch: int, repeats: int, wa
                 except Exception as e:
                     if not compiled:
                         raise
-                    # A compiled step that cannot be captured in a CUDA graph: eager steps, said in the result.
-                    log(f"CUDA graph capture of the compiled step failed ({type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}); eager from now on")
-                    compiled, compile_note = False, f"eager (capturing the compiled step failed: {type(e).__name__})"
-                    for l in layers.values():
-                        l.uncompile()
+                    # A compiled step that cannot be captured in a CUDA graph: eager steps.
+                    compiled, compile_note = False, eager_after("capturing the compiled step", e)
                     torch.cuda.synchronize(device)
                     wall = time_cuda(steps, repeats, warmup, inner, device)
                 cpu = {k: [] for k in steps}

@@ -89,6 +89,16 @@ def at_least_float32(x: torch.Tensor) -> torch.Tensor:
     return x.float() if x.dtype in (torch.bfloat16, torch.float16) else x
 
 
+def group_inv_rms(z: torch.Tensor, G: int, eps: float) -> torch.Tensor:
+    """
+    QK-norm's dynamic factor: 1 / RMS per token and group of H/G consecutive heads, over all their entries.
+    z [B, T, H, w] -> [B, T, G], in float32 (float64 for float64 z). The decode caches store it per key (rk).
+    """
+    B, T, H, w = z.shape
+    grouped = at_least_float32(z).reshape(B, T, G, (H // G) * w)
+    return torch.rsqrt(grouped.pow(2).mean(dim=-1) + eps)
+
+
 class RMSNorm(nn.Module):
     """weight ⊙ x / sqrt(mean(x²) + eps) over the last axis, statistics in float32."""
 
@@ -120,7 +130,7 @@ class GroupedQKNorm(nn.Module):
         part = z if self.full else z[..., : self.dn]
         B, T, H, w = part.shape
         grouped = at_least_float32(part).reshape(B, T, self.G, H // self.G, w)  # [B, T, G, H/G, w]
-        inv_rms = torch.rsqrt(grouped.pow(2).mean(dim=(3, 4), keepdim=True) + self.eps)  # [B, T, G, 1, 1]
+        inv_rms = group_inv_rms(part, self.G, self.eps)[..., None, None]  # [B, T, G, 1, 1]
         normed = ((grouped * inv_rms).reshape(B, T, H, w) * self.weight).to(z.dtype)
         return normed if self.full else torch.cat([normed, z[..., self.dn :]], dim=-1)
 
@@ -375,7 +385,6 @@ def compile_blocks(model: MLAForCausalLM) -> torch.nn.Module:
     model.model.norm.compile()
     model.head_loss = torch.compile(model.head_loss)
     return model
-
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@
 import type { EngineConfig } from '../config/types';
 import { runTorchCommand } from '../engine/torch/decode';
 import { UserError } from '../errors';
-import { cacheNumbersPerToken, type CacheKind, type ModelSpec } from '../model/spec';
+import { cacheNumbersPerToken, type CacheKind } from '../model/spec';
 import { DecodeCheckError, summarise, type DecodeBenchResult, type DecodeBenchShape, type DecodeBenchRow, type DecodeImpl, type DecodeRatio, type Timings } from './decode';
 
 export interface TorchDecodeBenchOptions extends DecodeBenchShape {

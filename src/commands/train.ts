@@ -6,7 +6,8 @@ import { UserError } from '../errors';
 import { expandArms, isExperiment, runExperiment, type ExperimentResult } from '../train/experiment';
 import { jsonlProgress, PROGRESS_JSONL_ENV, silentProgress, terminalProgress } from '../train/progress';
 import type { RunSummary } from '../runfolder/types';
-import { SIGNAL_EXIT_CODES, trainRun } from '../train/run';
+import { EXIT_DIVERGED, SIGNAL_EXIT_CODES } from '../exit-codes';
+import { trainRun } from '../train/run';
 
 export type TrainCommandResult = { kind: 'run'; dir: string; summary: RunSummary } | { kind: 'experiment'; result: ExperimentResult };
 
@@ -59,7 +60,7 @@ export default class Train extends MlactlCommand<TrainCommandResult> {
       this.say(`experiment folder: ${dir}`);
       if (result.stopSignal) process.exitCode = SIGNAL_EXIT_CODES[result.stopSignal];
       else if (result.arms.some((a) => a.status === 'failed')) process.exitCode = 1;
-      else if (result.arms.some((a) => a.status === 'diverged')) process.exitCode = 3;
+      else if (result.arms.some((a) => a.status === 'diverged')) process.exitCode = EXIT_DIVERGED;
       return { kind: 'experiment', result };
     }
 

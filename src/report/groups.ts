@@ -296,20 +296,24 @@ export function evalMetricNames(groups: ArmGroup[]): string[] {
   return [...new Set(groups.flatMap((g) => Object.keys(g.eval)))].sort();
 }
 
+/** Keys, sorted, whose values are not identical across all the flattened records (a missing key differs too). */
+export function differingKeys(flats: Record<string, string>[]): string[] {
+  const keys = [...new Set(flats.flatMap((f) => Object.keys(f)))].sort();
+  return keys.filter((k) => flats.some((f) => (f[k] ?? '(absent)') !== (flats[0][k] ?? '(absent)')));
+}
+
+function diffRows(flats: Record<string, string>[], keys: string[]): { key: string; values: string[] }[] {
+  return keys.map((key) => ({ key, values: flats.map((f) => f[key] ?? '(absent)') }));
+}
+
 /** Rows of the config diff: keys whose values are not identical across all runs. */
 export function configDiff(runs: LoadedRun[]): { key: string; values: string[] }[] {
   const flats = runs.map((r) => flattenConfig(r.config));
-  const keys = [...new Set(flats.flatMap((f) => Object.keys(f)))].sort();
-  return keys
-    .map((key) => ({ key, values: flats.map((f) => f[key] ?? '(absent)') }))
-    .filter((row) => row.values.some((v) => v !== row.values[0]));
+  return diffRows(flats, differingKeys(flats));
 }
 
 /** Same idea for manifests, leaving out the fields that always differ (timestamps). */
 export function manifestDiff(runs: LoadedRun[]): { key: string; values: string[] }[] {
   const flats = runs.map((r) => flattenConfig(r.manifest));
-  const keys = [...new Set(flats.flatMap((f) => Object.keys(f)))].filter((k) => k !== 'started_at' && k !== 'ended_at').sort();
-  return keys
-    .map((key) => ({ key, values: flats.map((f) => f[key] ?? '(absent)') }))
-    .filter((row) => row.values.some((v) => v !== row.values[0]));
+  return diffRows(flats, differingKeys(flats).filter((k) => k !== 'started_at' && k !== 'ended_at'));
 }

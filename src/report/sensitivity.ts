@@ -2,7 +2,7 @@
 // instabilities"): for each series of arm groups that differ only in `train.lr`, the final validation loss and the
 // peak max attention logit against the learning rate, seeds aggregated. A variant that tolerates a wide range of
 // learning rates has a flat loss curve and a logit peak that does not run away at the high end.
-import { formatLr, type ArmGroup, type RunStats } from './groups';
+import { differingKeys, formatLr, type ArmGroup, type RunStats } from './groups';
 import { meanWithError, type MeanWithError } from './stats';
 import { formatMeanWithError } from './tables';
 import type { RunStatus } from './types';
@@ -97,10 +97,9 @@ function chooseBest(points: SensitivityPoint[]): Pick<SensitivitySeries, 'best_l
   return { best_lr: best.lr, best_reason: reason, best_at_edge: edge };
 }
 
-/** Keys that differ between some of the given configs (model.variant and train.lr aside: they are the axes). */
-function differingKeys(configs: Record<string, string>[]): string[] {
-  const keys = [...new Set(configs.flatMap((c) => Object.keys(c)))].sort();
-  return keys.filter((k) => k !== 'train.lr' && k !== 'model.variant' && configs.some((c) => c[k] !== configs[0][k]));
+/** Keys that differ between some of the given configs, model.variant and train.lr aside: they are the axes. */
+function differingSettings(configs: Record<string, string>[]): string[] {
+  return differingKeys(configs).filter((k) => k !== 'train.lr' && k !== 'model.variant');
 }
 
 const SHOWN_KEYS = 3;
@@ -132,7 +131,7 @@ export function lrSensitivity(groups: ArmGroup[]): SensitivityResult | null {
     const keys: Record<string, string> = {};
     let label = variant;
     if (siblings.length > 1) {
-      const differing = differingKeys(siblings.map((s) => s[0].sharedConfig));
+      const differing = differingSettings(siblings.map((s) => s[0].sharedConfig));
       for (const k of differing) keys[k] = m[0].sharedConfig[k] ?? 'null';
       const parts = differing.slice(0, SHOWN_KEYS).map((k) => `${k}=${keys[k].replace(/^"(.*)"$/, '$1')}`);
       if (differing.length > SHOWN_KEYS) parts.push(`#${siblings.indexOf(m) + 1}`);

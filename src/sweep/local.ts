@@ -8,8 +8,8 @@ import { spawn, type ChildProcess } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
+import { childExitCode, EXIT_DIVERGED, SIGNAL_EXIT_CODES } from '../exit-codes';
 import { cliEntry } from '../paths';
-import { SIGNAL_EXIT_CODES } from '../train/run';
 import { BASE_CONFIG, logFile, writeExit } from './folder';
 import { runSetArgs } from './plan';
 import type { SweepFile, SweepRun } from './types';
@@ -38,11 +38,6 @@ export function trainArgs(dir: string, run: SweepRun): string[] {
     cliEntry(), 'train', '--config', path.join(dir, BASE_CONFIG), ...runSetArgs(run).flatMap((s) => ['--set', s]), '--run-dir', runDir,
     ...(started ? ['--resume'] : []),
   ];
-}
-
-function exitCodeOf(code: number | null, signal: NodeJS.Signals | null): number {
-  if (code !== null) return code;
-  return signal ? 128 + (os.constants.signals[signal] ?? 0) : 1;
 }
 
 export async function runLocal(opts: LocalOptions): Promise<LocalResult> {
@@ -82,7 +77,7 @@ export async function runLocal(opts: LocalOptions): Promise<LocalResult> {
         resolve(code);
       };
       child.on('error', () => finish(1));
-      child.on('exit', (code, signal) => finish(exitCodeOf(code, signal)));
+      child.on('exit', (code, signal) => finish(childExitCode(code, signal)));
     });
 
   let next = 0;
@@ -109,7 +104,7 @@ function shownPath(p: string): string {
 
 function describeExit(code: number): string {
   if (code === 0) return 'ended';
-  if (code === 3) return 'diverged';
+  if (code === EXIT_DIVERGED) return 'diverged';
   if (code === SIGNAL_EXIT_CODES.SIGINT || code === SIGNAL_EXIT_CODES.SIGTERM) return `stopped with a checkpoint (exit ${code})`;
   return `failed (exit ${code})`;
 }

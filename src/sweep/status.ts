@@ -6,6 +6,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { setConfigValue } from '../config/load';
 import type { Config } from '../config/types';
+import { SIGNAL_EXIT_CODES } from '../exit-codes';
 import { planSteps } from '../engine/types';
 import type { RunSummary } from '../runfolder/types';
 import { readExit, readSweep, sweepLockHolder } from './folder';
@@ -67,7 +68,7 @@ export function runState(x: StateInputs): RunState {
   if (s?.status === 'diverged') return 'diverged';
   if (x.queue && CANCELLED.has(x.queue)) return 'cancelled';
   if (s?.status === 'interrupted') return 'interrupted';
-  if (x.exit && (x.exit.exit_code === 130 || x.exit.exit_code === 143)) return 'interrupted';
+  if (x.exit && Object.values(SIGNAL_EXIT_CODES).includes(x.exit.exit_code)) return 'interrupted';
   if (!x.started && !x.exit) return x.executorAlive ? 'queued' : 'missing';
   if (x.executorAlive && !x.exit && !x.lockAlive) return 'queued';
   return 'failed';

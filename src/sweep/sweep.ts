@@ -6,7 +6,8 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { UserError } from '../errors';
-import { prepareRun, SIGNAL_EXIT_CODES } from '../train/run';
+import { SIGNAL_EXIT_CODES } from '../exit-codes';
+import { prepareRun } from '../train/run';
 import { claimSweep, createSweepFolder, prepareSweepDir, readSweep, SWEEP_JSON, sweepFileOf, sweepLockHolder } from './folder';
 import { runLocal, type LocalResult } from './local';
 import { loadSweep, type SweepPlan } from './plan';

@@ -13,7 +13,8 @@ import { cliEntry } from '../paths';
 import { writeJson } from '../runfolder/atomic';
 import { removeForForce } from '../runfolder/folder';
 import type { RunSummary } from '../runfolder/types';
-import { prepareRun, SIGNAL_EXIT_CODES, trainRun, type TrainResult } from './run';
+import { SIGNAL_EXIT_CODES } from '../exit-codes';
+import { prepareRun, trainRun, type TrainResult } from './run';
 
 export interface Arm {
   name: string;

@@ -13,6 +13,7 @@ import { openTrainingData, type TrainingData } from '../data/dataset';
 import { chooseEngine } from '../engine';
 import { intervalsOf, planSteps, StopRequest, type StepPlan, type TrainEvent, type TrainJob } from '../engine/types';
 import { UserError } from '../errors';
+import { EXIT_DIVERGED, SIGNAL_EXIT_CODES } from '../exit-codes';
 import { countParams } from '../model/params';
 import { configSpec, type ModelSpec } from '../model/spec';
 import { readJson, writeJson } from '../runfolder/atomic';
@@ -40,9 +41,6 @@ export interface TrainResult {
   /** 0 completed (or stopped by stopAfterSteps), 3 diverged, 130 / 143 stopped by SIGINT / SIGTERM. */
   exitCode: number;
 }
-
-/** The shell's convention, 128 + signal number, so scripts and schedulers see how the run ended. */
-export const SIGNAL_EXIT_CODES: Record<string, number> = { SIGINT: 130, SIGTERM: 143 };
 
 /**
  * A run whose summary says it completed is left as it is by `--resume` (the normal step after one arm of an
@@ -260,7 +258,7 @@ export async function trainRun(opts: TrainOptions): Promise<TrainResult> {
     writeJson(path.join(dir, 'summary.json'), summary);
     manifest.ended_at = new Date().toISOString();
     writeJson(manifestFile, manifest);
-    const exitCode = outcome.status === 'diverged' ? 3 : outcome.status === 'interrupted' && stop.requested ? SIGNAL_EXIT_CODES[stop.requested] : 0;
+    const exitCode = outcome.status === 'diverged' ? EXIT_DIVERGED : outcome.status === 'interrupted' && stop.requested ? SIGNAL_EXIT_CODES[stop.requested] : 0;
     return { runDir: dir, summary, exitCode };
   } catch (e) {
     // A run that never reached its first step leaves nothing behind.

@@ -12,7 +12,7 @@ import { UserError } from '../../errors';
 import { getTokenizer, type Tokenizer } from '../../data/tokenizer';
 import { readCheckpointConfig, specFromCheckpointConfig, type CheckpointConfigJson } from '../../runfolder/checkpoint';
 import type { ModelSpec } from '../../model/spec';
-import { findTorch, PYTHON_PACKAGE_DIR, requireTorch } from './index';
+import { findTorch, pythonEnv, requireTorch } from './index';
 import { SCORING_ENGINE_DEFAULTS } from './scorer';
 
 export type InferenceEngine = 'tfjs' | 'torch';
@@ -47,10 +47,6 @@ export function inferenceEngine(flag: EngineChoice | undefined, cfg: Partial<Pic
       : { engine: 'tfjs', settings, reason: `engine auto: no PyTorch (${found.reasons.join('; ')}), so tfjs` };
   }
   return { engine: asked, settings, reason: flag ? `--engine ${flag}` : `engine.name ${asked}` };
-}
-
-function pythonEnv(): NodeJS.ProcessEnv {
-  return { ...process.env, PYTHONPATH: [PYTHON_PACKAGE_DIR, process.env.PYTHONPATH].filter(Boolean).join(path.delimiter), PYTHONUNBUFFERED: '1' };
 }
 
 /**

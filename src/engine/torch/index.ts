@@ -11,6 +11,7 @@ import * as path from 'path';
 import type { Config } from '../../config/types';
 import type { TokenSegment, TokenStore } from '../../data/batches';
 import { UserError } from '../../errors';
+import { childExitCode } from '../../exit-codes';
 import { PACKAGE_ROOT } from '../../paths';
 import type { EngineInfo } from '../../runfolder/types';
 import type { StopRequest, TrainEvent, TrainingEngine, TrainJob, TrainOutcome } from '../types';
@@ -34,7 +35,8 @@ export interface TorchProbe {
   cores?: number;
 }
 
-function pythonEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
+/** The environment of every `python -m mlactl_torch` child: this repo's package importable, output unbuffered. */
+export function pythonEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
   const pythonPath = [PYTHON_PACKAGE_DIR, process.env.PYTHONPATH].filter(Boolean).join(path.delimiter);
   return { ...process.env, PYTHONPATH: pythonPath, PYTHONUNBUFFERED: '1', ...extra };
 }
@@ -240,7 +242,7 @@ export const torchEngine: TrainingEngine = {
         for (const line of lines) handle(line);
       });
       const code = await new Promise<number>((resolve) => {
-        running.on('close', (c, signal) => resolve(c ?? (signal ? 128 + (os.constants.signals[signal] ?? 0) : 1)));
+        running.on('close', (c, signal) => resolve(childExitCode(c, signal)));
         running.on('error', () => resolve(1));
       });
       if (pending) handle(pending);

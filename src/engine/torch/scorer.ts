@@ -10,7 +10,7 @@ import { getTokenizer } from '../../data/tokenizer';
 import { UserError } from '../../errors';
 import type { OpenScorer, TokenScores } from '../../eval/types';
 import { readCheckpointConfig, specFromCheckpointConfig } from '../../runfolder/checkpoint';
-import { PYTHON_PACKAGE_DIR, requireTorch } from './index';
+import { pythonEnv, requireTorch } from './index';
 
 /** For run folders written before `engine` was a config key: the torch settings scoring needs. */
 export const SCORING_ENGINE_DEFAULTS: EngineConfig = { name: 'torch', python: '', gpus: 1, precision: 'fp32', compile: 'off', threads: 0, device: 'auto' };
@@ -30,7 +30,7 @@ export function torchScorers(cfg: Pick<Config, 'engine'>): OpenScorer {
     // The process cuts each request into forward passes sized to its memory; on CUDA it suggests larger requests.
     args.push('--batch-size', String(opts.batchSize), '--window', String(maxSeqLen));
     const child = spawn(python, ['-m', 'mlactl_torch', ...args], {
-      env: { ...process.env, PYTHONPATH: [PYTHON_PACKAGE_DIR, process.env.PYTHONPATH].filter(Boolean).join(path.delimiter), PYTHONUNBUFFERED: '1' },
+      env: pythonEnv(),
       stdio: ['pipe', 'pipe', 'inherit'],
     });
     const waiting = new Map<number, (m: Record<string, unknown>) => void>();
