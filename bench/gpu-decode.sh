@@ -17,23 +17,32 @@ $MLACTL_PYTHON -c 'import torch, triton; print("torch", torch.__version__, "cuda
 
 [[ ${SELFTEST:-1} == 1 ]] && step selftest ${SELFTEST_LIMIT:-140} env PYTHONPATH=python "$MLACTL_PYTHON" -m mlactl_torch selftest-decode
 decode() {
-  local name=$1 dtype=$2 batch=$3 caches=$4 limit=$5
+  local name=$1 dtype=$2 batch=$3 caches=$4 limit=$5; shift 5
   step "$name" "$limit" "${mlactl[@]}" bench decode --engine torch --dtype "$dtype" --batch "$batch" --contexts "$CONTEXTS" \
-    --caches "$caches" --repeats "$REPEATS" --warmup 3 -o "$OUT/$name"
+    --caches "$caches" --repeats "$REPEATS" --warmup 3 -o "$OUT/$name" "$@"
 }
-decode decode-fp32-b1 fp32 1 latent,latent+invrms,full-key ${DECODE_LIMIT:-120}
-decode decode-bf16-b1 bf16 1 latent,latent+invrms,full-key ${DECODE_LIMIT:-120}
-decode decode-bf16-b8 bf16 8 latent,latent+invrms ${DECODE_LIMIT:-120}
-# UNSPLIT=1: fp32 batch 1 again with the PyTorch path's scores and softmax compiled as one function
-# (MLACTL_DECODE_SPLIT=0), the form before the split, to see what the split buys.
-if [[ ${UNSPLIT:-0} == 1 ]]; then
-  export MLACTL_DECODE_SPLIT=0
-  decode decode-fp32-b1-unsplit fp32 1 latent,latent+invrms ${DECODE_LIMIT:-120}
-  unset MLACTL_DECODE_SPLIT
+# BASE=0 skips these three (to run only the optional rows below in a call of their own).
+if [[ ${BASE:-1} == 1 ]]; then
+  decode decode-fp32-b1 fp32 1 latent,latent+invrms,full-key ${DECODE_LIMIT:-120}
+  decode decode-bf16-b1 bf16 1 latent,latent+invrms,full-key ${DECODE_LIMIT:-120}
+  decode decode-bf16-b8 bf16 8 latent,latent+invrms ${DECODE_LIMIT:-120}
+fi
+# KEYGROUPS=1: bf16 batch 1 and 8 again with G = 1 key group (OLMo 2 style, one rk number per token instead of 16),
+# where the byte floor of latent+invrms / latent is 577/576 rather than 592/576.
+if [[ ${KEYGROUPS:-0} == 1 ]]; then
+  decode decode-bf16-b1-G1 bf16 1 latent,latent+invrms ${DECODE_LIMIT:-120} --key-groups 1
+  decode decode-bf16-b8-G1 bf16 8 latent,latent+invrms ${DECODE_LIMIT:-120} --key-groups 1
+fi
+# PLAIN=1: bf16 batch 1 again with the PyTorch path compiled in its plain one-softmax form (MLACTL_DECODE_CHUNKED=0)
+# instead of the chunked one, to see what the chunks buy.
+if [[ ${PLAIN:-0} == 1 ]]; then
+  export MLACTL_DECODE_CHUNKED=0
+  decode decode-bf16-b1-plain bf16 1 latent,latent+invrms ${DECODE_LIMIT:-120}
+  unset MLACTL_DECODE_CHUNKED
 fi
 # Scoring compiles the decoder blocks on CUDA (what `eval --engine torch` does); EAGER=1 adds the eager figure
-# (MLACTL_SCORE_COMPILE=0, inherited by the scoring process from the CLI's environment).
-step score-paper-400m ${SCORE_LIMIT:-120} "$MLACTL_PYTHON" python/tools/bench_score.py --preset paper-400m --items ${SCORE_ITEMS:-2000} --precision bf16
+# (MLACTL_SCORE_COMPILE=0, inherited by the scoring process from the CLI's environment). SCORE=0 skips scoring.
+[[ ${SCORE:-1} == 1 ]] && step score-paper-400m ${SCORE_LIMIT:-120} "$MLACTL_PYTHON" python/tools/bench_score.py --preset paper-400m --items ${SCORE_ITEMS:-2000} --precision bf16
 [[ ${EAGER:-0} == 1 ]] && step score-paper-400m-eager ${SCORE_LIMIT:-60} env MLACTL_SCORE_COMPILE=0 "$MLACTL_PYTHON" python/tools/bench_score.py --preset paper-400m --items ${SCORE_ITEMS:-2000} --precision bf16
 
 echo "== summary (median ms per decode step of one layer; ratio: median per-round latent+invrms / latent; of bound: bandwidth bound / median)"
@@ -42,7 +51,7 @@ import json, os, sys
 out = sys.argv[1]
 print("| run | context | impl | latent ms | latent+invrms ms | full-key ms | ratio [95% CI] | latent of bound | latent+invrms of bound |")
 print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-for run in ("decode-fp32-b1", "decode-bf16-b1", "decode-bf16-b8", "decode-fp32-b1-unsplit"):
+for run in ("decode-fp32-b1", "decode-bf16-b1", "decode-bf16-b8", "decode-bf16-b1-G1", "decode-bf16-b8-G1", "decode-bf16-b1-plain"):
     f = os.path.join(out, run, "decode.json")
     if not os.path.exists(f):
         if os.path.exists(os.path.join(out, run + ".log")):

@@ -27,6 +27,7 @@ dc latent, dn content head width, dr positional width, dv value head width, d mo
 """
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import time
@@ -35,7 +36,7 @@ from typing import Dict, List, Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-from .model import MLAForCausalLM, MLAttention, ModelSpec, apply_rope, at_least_float32
+from .model import MLAForCausalLM, MLAttention, ModelSpec, apply_rope, at_least_float32, group_inv_rms
 
 CACHE_KINDS = ("latent", "latent+invrms", "full-key")
 
@@ -98,13 +99,6 @@ class LayerCache:
 # One layer
 
 
-def group_inv_rms(z: torch.Tensor, G: int, eps: float) -> torch.Tensor:
-    """1 / RMS per token and key group of z [B, n, H, w]: [B, n, G], in float32 (float64 for float64 z)."""
-    B, n, H, w = z.shape
-    grouped = at_least_float32(z).reshape(B, n, G, (H // G) * w)
-    return torch.rsqrt(grouped.pow(2).mean(dim=-1) + eps)
-
-
 def rope_from(z: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, start: int) -> torch.Tensor:
     """RoPE of z [B, n, ..., dr] at positions start..start+n-1 (model.apply_rope takes positions from 0)."""
     return apply_rope(z, cos[start:], sin[start:])
@@ -152,20 +146,60 @@ def latent_attention(q: torch.Tensor, kv: torch.Tensor, rk: Optional[torch.Tenso
     it; kv [B, S, dc+dr]; rk [B, S, G] or None. For latent+invrms, q_stat [B, H, w] is the raw query whose group
     RMS gives rq (w: dn+dr for scope full, dn for nope). Returns u [B, H, dc], the attention output in latent space.
     """
-    return latent_values(latent_step_scores(q, kv, rk, dc, content_only, q_stat, eps), kv, dc)
-
-
-def latent_step_scores(q: torch.Tensor, kv: torch.Tensor, rk: Optional[torch.Tensor], dc: int, content_only: bool,
-                       q_stat: Optional[torch.Tensor] = None, eps: float = 0.0) -> torch.Tensor:
-    """The scores half of latent_attention: [B, H, S], float32 whatever the cache dtype."""
     rq = None if rk is None else group_inv_rms(q_stat[:, None], rk.shape[2], eps)  # [B, 1, G]
-    return at_least_float32(latent_scores(q, kv, rk, rq, dc, content_only))
-
-
-def latent_values(scores: torch.Tensor, kv: torch.Tensor, dc: int) -> torch.Tensor:
-    """The softmax half: scores [B, H, S] -> u [B, H, dc] (a float32 softmax, values in the cache's dtype)."""
+    scores = at_least_float32(latent_scores(q, kv, rk, rq, dc, content_only))  # [B, H, S], float32 whatever the cache
     p = torch.softmax(scores, dim=-1).to(kv.dtype)
     return p @ kv[..., :dc]  # [B, H, dc]
+
+
+def _chunk_partials(q, kv, rk, rq, dc: int, content_only: bool, n: int, size: int):
+    """
+    Softmax statistics and unnormalised outputs of n chunks of `size` cached rows each: q [B, H, D], kv [B, n*size,
+    D], rk [B, n*size, G] or None, rq [B, 1, G]. Returns m, l [B, n, H] and o [B, n, H, dc] (o / l is the chunk's
+    attention output, m its largest score).
+    """
+    B, H, D = q.shape
+    chunks = kv.reshape(B, n, size, D)  # a view: the context axis split in two
+    rows = q[:, None].expand(B, n, H, D)
+    if rk is None:
+        s = at_least_float32(rows @ chunks.transpose(-1, -2))  # [B, n, H, size]
+    else:
+        G = rk.shape[2]
+        # rq_g * rk_g(j), broadcast over each group's heads: [B, n, G, 1, size]
+        factor = at_least_float32(rk).reshape(B, n, size, G).permute(0, 1, 3, 2)[:, :, :, None, :] * rq[:, :, :, None, None]
+        if content_only:
+            content = at_least_float32(rows[..., :dc] @ chunks[..., :dc].transpose(-1, -2))
+            positional = at_least_float32(rows[..., dc:] @ chunks[..., dc:].transpose(-1, -2))
+            s = (content.view(B, n, G, H // G, size) * factor).view(B, n, H, size) + positional
+        else:
+            s = (at_least_float32(rows @ chunks.transpose(-1, -2)).view(B, n, G, H // G, size) * factor).view(B, n, H, size)
+    m = s.amax(dim=-1)  # [B, n, H]
+    p = torch.exp(s - m[..., None])
+    return m, p.sum(dim=-1), p.to(kv.dtype) @ chunks[..., :dc]
+
+
+def latent_attention_chunked(q: torch.Tensor, kv: torch.Tensor, rk: Optional[torch.Tensor], dc: int, content_only: bool,
+                             q_stat: Optional[torch.Tensor] = None, eps: float = 0.0, chunk: int = 1024) -> torch.Tensor:
+    """
+    latent_attention with the context cut into chunks of `chunk` rows (the last one shorter), flash-decoding style
+    in plain PyTorch: one batched product per chunk for the scores and one for the values, a softmax per (chunk,
+    head) row, then the chunks' outputs merged by their log-sum-exp. Same arguments and result. Compiled on CUDA,
+    this is the PyTorch path's single-token step: the plain form's softmax has only H rows of S scores to spread
+    over the GPU and its values product reduces over all S rows in one matrix product; here both have B * S/chunk
+    * H rows, and the rk multiply sits in the per-chunk softmax kernel rather than in a kernel of its own. The
+    partial outputs are in the cache's dtype (bf16 rounds them, within bf16's tolerance), their merge in float32.
+    """
+    rq = None if rk is None else group_inv_rms(q_stat[:, None], rk.shape[2], eps)  # [B, 1, G]
+    whole, rest = divmod(kv.shape[1], chunk)
+    parts = []
+    if whole:
+        parts.append(_chunk_partials(q, kv[:, : whole * chunk], None if rk is None else rk[:, : whole * chunk], rq, dc, content_only, whole, chunk))
+    if rest:
+        parts.append(_chunk_partials(q, kv[:, whole * chunk :], None if rk is None else rk[:, whole * chunk :], rq, dc, content_only, 1, rest))
+    m, l, o = (torch.cat(t, dim=1) for t in zip(*parts)) if len(parts) > 1 else parts[0]
+    weight = torch.exp(m - m.amax(dim=1, keepdim=True))  # [B, n, H]: each chunk against the largest score
+    u = (weight[..., None] * at_least_float32(o)).sum(dim=1) / (weight * l).sum(dim=1)[..., None]
+    return u.to(kv.dtype)  # [B, H, dc], as latent_attention
 
 
 class DecodeLayer:
@@ -339,25 +373,21 @@ class DecodeLayer:
 
     # --- speed ----------------------------------------------------------------------------------------------
 
-    def compile(self) -> None:
-        """torch.compile the query, the PyTorch attention and the output (CUDA): fuses their elementwise work."""
+    def compile(self, chunk: Optional[int] = None) -> None:
+        """
+        torch.compile the query, the PyTorch attention and the output (CUDA): fuses their elementwise work. The
+        single-token attention is the chunked form (latent_attention_chunked) with `chunk` rows per chunk; by default
+        2048 rows of a 2-byte cache, 1024 of a float32 one (about 2.4 MB of a DeepSeek-like cache), the fastest
+        chunks on the H200 with the smallest rk overhead (python/tools/tune_decode.py; bench/NOTES.md).
+        MLACTL_DECODE_CHUNKED=0 compiles the plain one-softmax form instead, for comparison.
+        """
         self.query_fn = torch.compile(self.absorbed_query, dynamic=True)
         self.output_fn = torch.compile(self.output, dynamic=True)
-        whole = torch.compile(latent_attention, dynamic=True)
-        if os.environ.get("MLACTL_DECODE_SPLIT", "1") == "0":
-            self.latent_fn = whole
+        if os.environ.get("MLACTL_DECODE_CHUNKED", "1") == "0":
+            self.latent_fn = torch.compile(latent_attention, dynamic=True)
             return
-        scores, values = torch.compile(latent_step_scores, dynamic=True), torch.compile(latent_values, dynamic=True)
-
-        # With rk, the scores and the softmax are compiled apart: fused, the rk multiply lands in the softmax's
-        # row reduction (H rows of S scores: few, long rows, a kernel starved of parallelism) and its bytes cost
-        # there far more than in a kernel of its own over all B*H*S scores.
-        def split(q, kv, rk, dc, content_only, q_stat=None, eps=0.0):
-            if rk is None:
-                return whole(q, kv, rk, dc, content_only, q_stat, eps)
-            return values(scores(q, kv, rk, dc, content_only, q_stat, eps), kv, dc)
-
-        self.latent_fn = split
+        rows = chunk or (1024 if torch.finfo(self.dtype).bits >= 32 else 2048)
+        self.latent_fn = functools.partial(torch.compile(latent_attention_chunked, dynamic=True), chunk=rows)
 
     def uncompile(self) -> None:
         self.query_fn, self.latent_fn, self.output_fn = self.absorbed_query, latent_attention, self.output

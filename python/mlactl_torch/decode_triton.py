@@ -107,19 +107,24 @@ if triton is not None:
 
     @triton.jit
     def _combine_splits(Lse, Part, Out, splits, DC, slb, sls, spb, sps, sph, sob, soh,
-                        BLOCK_S: tl.constexpr, BLOCK_C: tl.constexpr):
-        """Out[b, h, :] = sum over splits of exp(lse_split - lse_total) * Part[b, split, h, :]."""
+                        BLOCK_S: tl.constexpr, CHUNK_S: tl.constexpr, BLOCK_C: tl.constexpr):
+        """Out[b, h, cols] = sum over splits of exp(lse_split - lse_total) * Part[b, split, h, cols], one column block."""
         b = tl.program_id(0).to(tl.int64)
         h = tl.program_id(1)
+        fc = tl.program_id(2) * BLOCK_C + tl.arange(0, BLOCK_C)
         sp = tl.arange(0, BLOCK_S)
-        fc = tl.arange(0, BLOCK_C)
         lse = tl.load(Lse + b * slb + sp * sls + h, mask=sp < splits, other=float("-inf"))  # [BLOCK_S]
         top = tl.max(lse, axis=0)
         total = top + tl.log(tl.sum(tl.exp(lse - top), axis=0))
         u = tl.zeros([BLOCK_C], tl.float32)
-        for i in range(0, splits):
-            weight = tl.exp(tl.load(Lse + b * slb + i * sls + h) - total)
-            u += weight * tl.load(Part + b * spb + i * sps + h * sph + fc, mask=fc < DC, other=0.0)
+        # CHUNK_S splits per load: a loop of one split at a time is a chain of memory round trips (hundreds of
+        # splits at batch 1), which cost as much as the whole cache read at 256k.
+        for first in range(0, splits, CHUNK_S):
+            rows = first + tl.arange(0, CHUNK_S)
+            ok = rows < splits
+            weight = tl.exp(tl.load(Lse + b * slb + rows * sls + h, mask=ok, other=float("-inf")) - total)  # [CHUNK_S]
+            part = tl.load(Part + b * spb + rows[:, None] * sps + h * sph + fc[None, :], mask=ok[:, None] & (fc[None, :] < DC), other=0.0)
+            u += tl.sum(weight[:, None] * part, axis=0)
         tl.store(Out + b * sob + h * soh + fc, u, mask=fc < DC)
 
 
@@ -138,7 +143,12 @@ def candidate_configs(dtype: torch.dtype, device: torch.device):
     if dtype == torch.float32:
         # float32 tiles are twice the bytes: smaller blocks keep two pipeline stages in shared memory.
         return [KernelConfig(32, 4, 2, "tf32x3", 2 * sms), KernelConfig(16, 4, 2, "tf32x3", 2 * sms), KernelConfig(16, 4, 1, "ieee", 2 * sms)]
-    return [KernelConfig(64, 4, 2, "default", 2 * sms), KernelConfig(32, 4, 2, "default", 2 * sms), KernelConfig(16, 4, 1, "default", 2 * sms)]
+    # 32-token tiles, three stages: two programs fit an SM (about 110 KB of shared memory each) and the rk load has
+    # registers to spare. On the H200 (bench/NOTES.md, python/tools/tune_decode.py) this was the one config within
+    # a few percent of the best latent step at every batch and context and closest to the byte floor with rk; 64-token
+    # tiles with three stages read the plain cache faster at batch 1 but cost 1.19-1.33x with rk.
+    return [KernelConfig(32, 4, 3, "default", 2 * sms), KernelConfig(64, 4, 2, "default", 2 * sms), KernelConfig(32, 4, 2, "default", 2 * sms),
+            KernelConfig(16, 4, 1, "default", 2 * sms)]
 
 
 def split_plan(S: int, B: int, cfg: KernelConfig):
@@ -179,8 +189,10 @@ def fused_latent_attention(q: torch.Tensor, kv: torch.Tensor, rk: Optional[torch
         num_warps=config.num_warps, num_stages=config.num_stages,
     )
     out = torch.empty(B, H, dc, device=q.device, dtype=torch.float32)
-    _combine_splits[(B, H)](lse, part, out, splits, dc, lse.stride(0), lse.stride(1), part.stride(0), part.stride(1), part.stride(2),
-                            out.stride(0), out.stride(1), BLOCK_S=max(16, triton.next_power_of_2(splits)), BLOCK_C=block_c, num_warps=4)
+    combine_c = min(block_c, 128)
+    _combine_splits[(B, H, triton.cdiv(dc, combine_c))](
+        lse, part, out, splits, dc, lse.stride(0), lse.stride(1), part.stride(0), part.stride(1), part.stride(2), out.stride(0), out.stride(1),
+        BLOCK_S=max(16, triton.next_power_of_2(splits)), CHUNK_S=32, BLOCK_C=combine_c, num_warps=4)
     return out.to(out_dtype)
 
 

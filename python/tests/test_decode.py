@@ -95,8 +95,12 @@ class LatentStep(unittest.TestCase):
         kv = torch.randn(B, S, dc + dr, generator=gen, dtype=torch.float64)
         rk = torch.rand(B, S, G, generator=gen, dtype=torch.float64) + 0.5
         q_stat = torch.randn(B, H, w, generator=gen, dtype=torch.float64) * 3
-        for rk_kind in ("none", "full", "nope"):
-            got = D.latent_attention(q, kv, None if rk_kind == "none" else rk, dc, rk_kind == "nope", q_stat, eps).numpy()
+        forms = {"plain": D.latent_attention}
+        # The chunked form (CUDA's compiled step): whole chunks and a shorter last one, whole chunks only, one short one.
+        for chunk in (4, 3, 16):
+            forms[f"chunked {chunk}"] = lambda *a, chunk=chunk: D.latent_attention_chunked(*a, chunk=chunk)
+        for (form, attend), rk_kind in itertools.product(forms.items(), ("none", "full", "nope")):
+            got = attend(q, kv, None if rk_kind == "none" else rk, dc, rk_kind == "nope", q_stat, eps).numpy()
             want = np.zeros((B, H, dc))
             for b, h in itertools.product(range(B), range(H)):
                 g = h // (H // G)
@@ -108,7 +112,7 @@ class LatentStep(unittest.TestCase):
                 s = factor * content + positional if rk_kind == "nope" else factor * (content + positional)
                 p = np.exp(s - s.max())
                 want[b, h] = (p / p.sum()) @ kv[b, :, :dc].numpy()
-            with self.subTest(rk=rk_kind):
+            with self.subTest(form=form, rk=rk_kind):
                 self.assertLessEqual(rel_err(got, want), FP64_REL_TOL)
 
     def test_without_triton_or_cuda_the_fused_kernel_is_not_offered(self):

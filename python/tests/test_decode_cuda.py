@@ -59,12 +59,12 @@ class CudaDecode(unittest.TestCase):
             layer = D.DecodeLayer(attn, spec, cos, sin)
             cache = BD.build_cache("latent+invrms", layer, c, kp, torch.float32)
             eager = layer.attend(x[:, None], cache, 300)
-            layer.compile()
-            for S in (300, 299):  # a second length: the compiled functions take S as a dynamic size
+            layer.compile(chunk=128)  # 300 rows: two whole chunks and a short one; 256: whole chunks only
+            for S in (300, 299, 256):  # more lengths: the compiled functions take S as a dynamic size
                 compiled = layer.attend(x[:, None], cache, S)
                 layer.uncompile()
                 want = layer.attend(x[:, None], cache, S)
-                layer.compile()
+                layer.compile(chunk=128)
                 torch.testing.assert_close(compiled, want, rtol=1e-5, atol=1e-6)
             torch.testing.assert_close(layer.attend(x[:, None], cache, 300), eager, rtol=1e-5, atol=1e-6)
 

@@ -115,6 +115,24 @@ describe('memory accounting and refusal', () => {
     expect(r.stderr).toMatch(/--contexts 64m: needs an estimated .* more than the .* of free memory/);
   });
 
+  test('--key-groups that do not divide the heads are refused naming the flag (exit 2)', async () => {
+    const r = await runCommand(BenchDecode, ['--key-groups', '3', '--contexts', '64', '--backend', 'cpu', '--out', tmp()]);
+    expect(r.exitCode).toBe(2);
+    expect(r.stderr).toContain('--key-groups: 3 does not divide the 16 heads');
+  });
+
+  test('--key-groups sets G of the DeepSeek-like dims: one rk number per token instead of 16', async () => {
+    const out = tmp();
+    const r = await runCommand<BenchDecodeResult>(BenchDecode, [
+      '--key-groups', '1', '--contexts', '64', '--caches', 'latent,latent+invrms', '--repeats', '1', '--warmup', '0', '--backend', 'cpu', '--out', out,
+    ]);
+    expect(r.exitCode).toBe(0);
+    const json = JSON.parse(fs.readFileSync(path.join(out, 'decode.json'), 'utf8'));
+    expect(json.dims).toMatchObject({ n_heads: 16, key_groups: 1 });
+    // dc 512 + dr 64 (+ G 1 for latent+invrms) float32 numbers per token
+    expect(json.rows.map((row: { bytes_per_token_per_layer: number }) => row.bytes_per_token_per_layer)).toEqual([576 * 4, 577 * 4]);
+  }, 60000);
+
   test('an unknown cache name is an error naming it (exit 2)', async () => {
     const r = await runCommand(BenchDecode, ['--caches', 'latent,foo', '--backend', 'cpu']);
     expect(r.exitCode).toBe(2);

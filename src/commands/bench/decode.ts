@@ -74,6 +74,10 @@ export default class BenchDecode extends MlactlCommand<BenchDecodeResult> {
     caches: Flags.string({ description: `caches to compare, comma-separated: ${CACHE_KINDS.join(', ')}`, default: CACHE_KINDS.join(',') }),
     config: Flags.string({ char: 'c', description: "a model preset whose attention dims to use (default: DeepSeek-like d 2048, H 16, dc 512, dr 64, dn 128, dv 128)" }),
     set: Flags.string({ description: 'override a key of --config: --set model.qk_norm.key_groups=1 (repeatable)', multiple: true, default: [] }),
+    'key-groups': Flags.integer({
+      description: 'QK-norm key groups G of the latent+invrms cache (G numbers per token; must divide the heads), whatever the dims source',
+      min: 1,
+    }),
     run: Flags.string({ description: 'a run or checkpoint folder whose attention dims to use' }),
     backend: backendFlag({ default: 'auto' }),
     out: Flags.string({ char: 'o', description: 'output folder (default runs/bench-decode-<timestamp>)' }),
@@ -99,6 +103,12 @@ export default class BenchDecode extends MlactlCommand<BenchDecodeResult> {
     } else if (flags.run) {
       dims = dimsOfRun(flags.run);
       source = flags.run;
+    }
+    if (flags['key-groups'] !== undefined) {
+      const G = flags['key-groups'];
+      if (dims.H % G !== 0) throw new UserError(`--key-groups: ${G} does not divide the ${dims.H} heads of ${source}`);
+      dims = { ...dims, G };
+      source = `${source}, G ${G}`;
     }
     if (flags.engine !== 'torch' && flags.dtype !== 'fp32') throw new UserError('--dtype: only with --engine torch (the tfjs benchmark stores float32)');
     const torch = flags.engine === 'torch';

@@ -1,0 +1,150 @@
+"""Time the single-token latent attention alone (no query or output projection) on one CUDA device, side by side:
+the fused Triton kernel under each launch config, and the PyTorch path's forms (torch.compile'd). For choosing
+decode_triton.candidate_configs and the PyTorch path's form; bench/gpu-decode.sh measures the whole step.
+
+    PYTHONPATH=python python tools/tune_decode.py [--contexts 16k,64k,256k] [--repeats 5]
+
+DeepSeek-like layer (H 16, dc 512, dr 64), bf16 cache, scope full. Per case: median ms over rounds (CUDA graphs,
+L2 flushed before each replay, as bench_decode.time_cuda), the fraction of the bandwidth bound (the cache rows
+once, over the copy bandwidth measured here), and latent+invrms / latent for the same form and launch config.
+Every form is checked against the float64 reference on the same inputs before it is timed. Tables print last.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import torch  # noqa: E402
+
+from mlactl_torch import decode_triton as dt  # noqa: E402
+from mlactl_torch.bench_decode import copy_bandwidth, time_cuda  # noqa: E402
+from mlactl_torch.decode import latent_attention, latent_attention_chunked  # noqa: E402
+
+H, DC, DR, DN = 16, 512, 64, 128
+
+
+def contexts_of(text: str):
+    return [int(t[:-1]) * 1024 if t.endswith("k") else int(t) for t in text.split(",")]
+
+
+def problem(B, S, G, dtype, seed):
+    """Inputs as decode_triton's self-check draws them; G = 0 means the plain latent cache (no rk)."""
+    q, kv, rk, q_stat = dt.random_problem(B, S, H, DC, DR, max(G, 1), DN + DR, dtype, "cuda", seed)
+    return (q, kv, None, None) if G == 0 else (q, kv, rk, q_stat)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--contexts", default="16k,64k,256k")
+    ap.add_argument("--batches", default="1,8")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--skip-torch", action="store_true")
+    ap.add_argument("--skip-fused", action="store_true")
+    args = ap.parse_args()
+    device = torch.device("cuda")
+    torch.backends.cuda.matmul.allow_tf32 = False
+    sms = torch.cuda.get_device_properties(device).multi_processor_count
+    bw = copy_bandwidth(device)
+    print(f"{torch.cuda.get_device_name(device)}, {sms} SMs, copy {bw / 1e9:.0f} GB/s, torch {torch.__version__}, triton {dt.triton.__version__}", flush=True)
+    contexts, batches = contexts_of(args.contexts), [int(b) for b in args.batches.split(",")]
+    dtype = torch.bfloat16
+    tables = []
+
+    def prepared(B, S, G, dtype=torch.bfloat16):
+        """Inputs and their float64 reference, drawn once per case and shared by every form and config."""
+        inputs = problem(B, S, G, dtype, S + B)
+        q, kv, rk, q_stat = inputs
+        return inputs, dt.reference(q, kv, rk, DC, False, q_stat, 1e-6)
+
+    def measure(label, fn, case, tol):
+        (q, kv, rk, q_stat), want = case
+        with torch.no_grad():
+            got = fn(q, kv, rk, DC, False, q_stat, 1e-6)
+        err = dt.relative_error(got, want)
+        if not err <= tol:
+            print(f"{label}: relative error {err:.2e} > {tol}: not timed", flush=True)
+            return None
+        with torch.no_grad():
+            ms = time_cuda({"x": lambda: fn(q, kv, rk, DC, False, q_stat, 1e-6)}, args.repeats, 2, 5, device)["x"]
+        return statistics.median(ms)
+
+    def bound_ms(B, S, G):
+        return B * S * (DC + DR + G) * 2 / bw * 1000
+
+    # --- the fused kernel: launch configs x program counts -------------------------------------------------------
+    if not args.skip_fused:
+        rows = []
+        configs = [dt.KernelConfig(bn, w, st, "default", mult * sms)
+                   for bn, w, st, mult in itertools.product((32, 64), (4, 8), (2, 3), (1, 2, 4))]
+        for B, S in itertools.product(batches, contexts):
+            cases = {G: prepared(B, S, G) for G in (0, 16, 1)}
+            for c in configs:
+                fn = lambda *a, c=c: dt.fused_latent_attention(*a, config=c)  # noqa: E731
+                times = {}
+                for G, case in cases.items():
+                    try:
+                        times[G] = measure(f"fused {c} B{B} S{S} G{G}", fn, case, dt.tolerance(dtype))
+                    except Exception as e:  # a config that does not compile (shared memory) is a row that says so
+                        print(f"fused {c}: {type(e).__name__}: {(str(e).splitlines() or [''])[0][:160]}", flush=True)
+                        times[G] = None
+                rows.append((c, B, S, times))
+            del cases
+            torch.cuda.empty_cache()
+            print(f"fused B{B} S{S} done at {time.perf_counter():.0f}s", flush=True)
+        t = ["| block_n/warps/stages | programs | B | S | latent ms | of bound | G16 ms | G16/latent | G1 ms | G1/latent |", "|---|---|---|---|---|---|---|---|---|---|"]
+        for c, B, S, tm in rows:
+            lat = tm.get(0)
+            f = lambda G: (f"{tm[G]:.4f}", f"{tm[G] / lat:.3f}") if tm.get(G) and lat else ("-", "-")  # noqa: E731
+            t.append(f"| {c.block_n}/{c.num_warps}/{c.num_stages} | {c.programs} | {B} | {S // 1024}k | {lat:.4f} | {bound_ms(B, S, 0) / lat:.2f} | {' | '.join(f(16))} | {' | '.join(f(1))} |"
+                     if lat else f"| {c.block_n}/{c.num_warps}/{c.num_stages} | {c.programs} | {B} | {S // 1024}k | - | - | - | - | - | - |")
+        tables.append("\n".join(t))
+
+    # --- the PyTorch path: the plain form against the chunked one ---------------------------------------------------
+    if not args.skip_torch:
+        forms = {"plain": torch.compile(latent_attention, dynamic=True)}
+        for chunk in (1024, 2048, 4096, 8192):
+            compiled = torch.compile(latent_attention_chunked, dynamic=True)
+            forms[f"chunked {chunk}"] = lambda *a, f=compiled, chunk=chunk: f(*a, chunk=chunk)
+        t = ["| form | dtype | B | S | latent ms | of bound | G16 ms | G16/latent |", "|---|---|---|---|---|---|---|---|"]
+        results = {}
+        runs = [(torch.bfloat16, B, S) for B, S in itertools.product(batches, contexts)] + [(torch.float32, 1, S) for S in contexts]
+        for dtype, B, S in runs:
+            cases = {G: prepared(B, S, G, dtype) for G in (0, 16)}
+            for name, fn in forms.items():
+                results[name, dtype, B, S] = {G: measure(f"{name} B{B} S{S} G{G}", fn, case, 5e-2 if dtype == torch.bfloat16 else 1e-5) for G, case in cases.items()}
+            del cases
+            torch.cuda.empty_cache()
+            print(f"torch forms {dtype} B{B} S{S} done at {time.perf_counter():.0f}s", flush=True)
+        dtype = torch.bfloat16
+        for (name, dt_, B, S), tm in sorted(results.items(), key=lambda kv: (str(kv[0][1]), kv[0][2], kv[0][3])):
+            lat, g16 = tm[0], tm[16]
+            scale = 2 if dt_ == torch.float32 else 1
+            t.append(f"| {name} | {str(dt_)[6:]} | {B} | {S // 1024}k | {lat or float('nan'):.4f} | {scale * bound_ms(B, S, 0) / lat if lat else float('nan'):.2f} | "
+                     f"{g16 or float('nan'):.4f} | {g16 / lat if lat and g16 else float('nan'):.3f} |")
+        tables.append("\n".join(t))
+        # Where the plain form's time goes at the longest context, batch 1.
+        S = contexts[-1]
+        for G in (0, 16):
+            q, kv, rk, q_stat = problem(1, S, G, dtype, 1)
+            with torch.no_grad(), torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+                for _ in range(5):
+                    forms["plain"](q, kv, rk, DC, False, q_stat, 1e-6)
+                torch.cuda.synchronize()
+            tables.append(f"plain form, B 1, S {S}, G {G}:\n" + prof.key_averages().table(sort_by="cuda_time_total", row_limit=8, max_name_column_width=60))
+            with torch.no_grad(), torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+                for _ in range(5):
+                    forms["chunked 2048"](q, kv, rk, DC, False, q_stat, 1e-6)
+                torch.cuda.synchronize()
+            tables.append(f"chunked 2048, B 1, S {S}, G {G}:\n" + prof.key_averages().table(sort_by="cuda_time_total", row_limit=10, max_name_column_width=60))
+    print("\n\n".join(tables))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
