@@ -134,7 +134,8 @@ class KernelConfig:
     num_warps: int
     num_stages: int
     precision: str  # tl.dot input_precision for float32 caches ("tf32x3" or "ieee"); "default" for bf16
-    programs: int  # aim for at least this many programs (sequences x splits): about two per SM
+    programs: int  # aim for this many programs (sequences x splits) on a long cache: about two per SM
+    long_tokens: int = 1 << 17  # below this many cached tokens in the batch, half as many programs
 
 
 def candidate_configs(dtype: torch.dtype, device: torch.device):
@@ -144,17 +145,25 @@ def candidate_configs(dtype: torch.dtype, device: torch.device):
         # float32 tiles are twice the bytes: smaller blocks keep two pipeline stages in shared memory.
         return [KernelConfig(32, 4, 2, "tf32x3", 2 * sms), KernelConfig(16, 4, 2, "tf32x3", 2 * sms), KernelConfig(16, 4, 1, "ieee", 2 * sms)]
     # 32-token tiles, three stages: two programs fit an SM (about 110 KB of shared memory each) and the rk load has
-    # registers to spare. On the H200 (bench/NOTES.md, python/tools/tune_decode.py) this was the one config within
-    # a few percent of the best latent step at every batch and context and closest to the byte floor with rk; 64-token
-    # tiles with three stages read the plain cache faster at batch 1 but cost 1.19-1.33x with rk.
+    # registers to spare. In the H200 sweep (bench/NOTES.md, python/tools/tune_decode.py; 8 configs, 16k-256k, batch
+    # 1 and 8), with split_plan's program counts, it was within 8% of the fastest plain-cache step everywhere and
+    # closest to the byte floor with rk; 64-token tiles with three stages read the plain cache fastest at batch 1
+    # but cost 1.19-1.33x with rk.
     return [KernelConfig(32, 4, 3, "default", 2 * sms), KernelConfig(64, 4, 2, "default", 2 * sms), KernelConfig(32, 4, 2, "default", 2 * sms),
             KernelConfig(16, 4, 1, "default", 2 * sms)]
 
 
 def split_plan(S: int, B: int, cfg: KernelConfig):
-    """(tokens per split, splits): whole tiles per split, every split non-empty, about cfg.programs programs."""
+    """
+    (tokens per split, splits): whole tiles per split, every split non-empty, about cfg.programs programs when the
+    batch caches at least cfg.long_tokens tokens and half as many below that. Each split writes H x dc float32
+    partials whatever its length, and a split of a few tiles never fills the pipeline: on the H200 one program per
+    SM was 10-25% faster than two at batch 1 from 16k to 64k, two per SM faster from 128k cached tokens up (batch 1
+    at 256k, batch 8 from 16k; python/tools/tune_decode.py).
+    """
     blocks = triton.cdiv(S, cfg.block_n)
-    wanted = max(1, min(blocks, cfg.programs // max(1, B)))
+    programs = cfg.programs if B * S >= cfg.long_tokens else max(1, cfg.programs // 2)
+    wanted = max(1, min(blocks, programs // max(1, B)))
     per_split = cfg.block_n * triton.cdiv(blocks, wanted)
     return per_split, triton.cdiv(S, per_split)
 

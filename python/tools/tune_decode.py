@@ -46,6 +46,8 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--skip-torch", action="store_true")
     ap.add_argument("--skip-fused", action="store_true")
+    ap.add_argument("--configs", default="", help="block_n/warps/stages list, e.g. 32/4/3,64/4/2 (default: a grid of 8)")
+    ap.add_argument("--programs", default="1,2,4", help="programs per SM to try (at every context: no halving for short caches)")
     args = ap.parse_args()
     device = torch.device("cuda")
     torch.backends.cuda.matmul.allow_tf32 = False
@@ -80,8 +82,9 @@ def main() -> int:
     # --- the fused kernel: launch configs x program counts -------------------------------------------------------
     if not args.skip_fused:
         rows = []
-        configs = [dt.KernelConfig(bn, w, st, "default", mult * sms)
-                   for bn, w, st, mult in itertools.product((32, 64), (4, 8), (2, 3), (1, 2, 4))]
+        shapes = [tuple(int(v) for v in c.split("/")) for c in args.configs.split(",")] if args.configs else list(itertools.product((32, 64), (4, 8), (2, 3)))
+        configs = [dt.KernelConfig(bn, w, st, "default", mult * sms, long_tokens=0)
+                   for (bn, w, st), mult in itertools.product(shapes, [int(m) for m in args.programs.split(",")])]
         for B, S in itertools.product(batches, contexts):
             cases = {G: prepared(B, S, G) for G in (0, 16, 1)}
             for c in configs:
