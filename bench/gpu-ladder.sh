@@ -49,7 +49,7 @@ if [[ ! -f $DATA/manifest.json && -n ${DATA_TAR:-} ]]; then
   [[ -f $DATA_TAR ]] || die "DATA_TAR: file not found: $DATA_TAR"
   echo "== unpacking $DATA_TAR"
   tar -xf "$DATA_TAR" || die "DATA_TAR: $DATA_TAR did not unpack"
-  python3 scripts/ladder.py verify "$DATA" || exit 2
+  "${mlactl[@]}" data verify "$DATA" || exit 2
 fi
 [[ -f $DATA/manifest.json ]] || die "DATA: $DATA/manifest.json not found (build it with scripts/build-corpus.sh, or set DATA_TAR)"
 lrs=(${LRS:-})

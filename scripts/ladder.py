@@ -11,14 +11,12 @@ they run on a GPU machine that has PyTorch but no Node.js packages.
       tokens, final validation loss, peak max attention logit, heads clipped, tokens/s over the engine's whole training
       time (compilation and validation included), that time, and the wall time from the run's manifest.
 
-  python3 scripts/ladder.py verify SHARD_DIR
-      Every shard of an mlactl shard set (manifest.json) against its sha256: after carrying a corpus as a tarball.
+(Checking a carried shard set against its manifest is `mlactl data verify DIR`.)
 
 Bad input: one line on stderr naming the file or key, exit 2.
 """
 import argparse
 import datetime
-import hashlib
 import json
 import os
 import re
@@ -198,26 +196,6 @@ def table(folders: list[str], markdown: bool) -> None:
             print("  ".join(cell.ljust(w) if i < 2 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))))
 
 
-def verify(folder: str) -> None:
-    manifest = load_json(os.path.join(folder, "manifest.json"))
-    if not manifest.get("shards"):
-        fail(f"{folder}/manifest.json: not found or lists no shards")
-    for entry in manifest["shards"]:
-        path = os.path.join(folder, entry["file"])
-        if not os.path.isfile(path):
-            fail(f"{path}: not found")
-        digest = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 22), b""):
-                digest.update(block)
-        if digest.hexdigest() != entry["sha256"]:
-            fail(f"{path}: sha256 differs from {folder}/manifest.json")
-    tokens = {}
-    for entry in manifest["shards"]:
-        tokens[entry["split"]] = tokens.get(entry["split"], 0) + entry["tokens"]
-    print(f"{folder}: {len(manifest['shards'])} shards match manifest.json; tokens " + ", ".join(f"{k} {v:,}" for k, v in tokens.items()))
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="command", required=True)
@@ -231,12 +209,8 @@ def main() -> None:
     t = sub.add_parser("table")
     t.add_argument("folders", nargs="+")
     t.add_argument("--markdown", action="store_true")
-    v = sub.add_parser("verify")
-    v.add_argument("folder")
     args = ap.parse_args()
-    if args.command == "verify":
-        verify(args.folder)
-    elif args.command == "derive":
+    if args.command == "derive":
         derive(args.sweep, args.out, args.base, args.data, args.lrs, args.sets)
     else:
         table(args.folders, args.markdown)

@@ -5,6 +5,7 @@ import BenchDecode from '../commands/bench/decode';
 import BenchPlot from '../commands/bench/plot';
 import Compare from '../commands/compare';
 import DataPrepare from '../commands/data/prepare';
+import DataVerify from '../commands/data/verify';
 import Demo from '../commands/demo';
 import Doctor from '../commands/doctor';
 import Eval from '../commands/eval';
@@ -23,6 +24,7 @@ export const COMMANDS: Record<string, Command.Class> = {
   'bench:plot': BenchPlot,
   compare: Compare,
   'data:prepare': DataPrepare,
+  'data:verify': DataVerify,
   demo: Demo,
   doctor: Doctor,
   eval: Eval,

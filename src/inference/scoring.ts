@@ -5,7 +5,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
-import { getTokenizer, type Tokenizer } from '../data/tokenizer';
+import type { Tokenizer } from '../data/tokenizer';
 import { UserError } from '../errors';
 import { DEFAULT_EVAL_BATCH_SIZE, perplexity, rollingWindows, scoreInBatches } from '../eval/loglikelihood';
 import type { OpenScorer, ScoringModel, TokenScores } from '../eval/types';
@@ -14,7 +14,7 @@ import type { BackendName } from '../config/types';
 import { experimentArmsHint } from '../runfolder/folder';
 import { listCheckpoints } from '../runfolder/training-checkpoint';
 import { loadModel } from '../engine/tfjs/checkpoint';
-import type { CheckpointConfigJson } from '../runfolder/checkpoint';
+import { checkpointTokenizer, type CheckpointConfigJson } from '../runfolder/checkpoint';
 import { RopeTables } from '../model/layers';
 import { disposeParams, type Params } from '../model/params';
 import type { ModelSpec } from '../model/spec';
@@ -85,16 +85,9 @@ export function loadRunModel(runDirOrCkpt: string, opts: { step?: number } = {})
   const cfgFile = path.join(where.dir, 'config.json');
   const loaded = loadModel(where.dir);
   try {
-    const named = loaded.config.tokenizer;
-    if (!named || typeof named.name !== 'string') {
-      throw new UserError(`${cfgFile}: tokenizer.name is missing, so the text cannot be encoded for this model`);
-    }
-    const tokenizer = getTokenizer(named.name);
-    if (named.hash && named.hash !== tokenizer.hash) {
-      throw new UserError(`${cfgFile}: tokenizer.hash differs from this build's ${named.name} tokenizer (its token ids would not match the model's)`);
-    }
+    const tokenizer = checkpointTokenizer(loaded.config, cfgFile);
     if (tokenizer.vocabSize > loaded.spec.vocab) {
-      throw new UserError(`${cfgFile}: vocab_size ${loaded.spec.vocab} is smaller than the ${named.name} tokenizer's ${tokenizer.vocabSize} ids`);
+      throw new UserError(`${cfgFile}: vocab_size ${loaded.spec.vocab} is smaller than the ${tokenizer.name} tokenizer's ${tokenizer.vocabSize} ids`);
     }
     const rope = new RopeTables(loaded.spec.dr, loaded.spec.maxSeqLen, loaded.spec.ropeTheta, [0, loaded.spec.dn]);
     const params = loaded.params;

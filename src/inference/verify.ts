@@ -15,7 +15,8 @@ import { loadRunModel, resolveModelFolder } from './scoring';
 import type { CacheKind, ModelSpec } from '../model/spec';
 import { cachesFor } from '../model/variants';
 import { forward, IncrementalDecoder } from '../model/transformer';
-import { modelFolderInfo, runTorchCommand } from '../engine/torch/decode';
+import { runTorchCommand } from '../engine/torch/decode';
+import { modelFolderInfo } from '../runfolder/checkpoint';
 
 export const DEFAULT_VERIFY_TOLERANCE = 1e-5;
 export const DEFAULT_VERIFY_TOKENS = 16;

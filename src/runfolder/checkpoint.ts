@@ -5,7 +5,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { VARIANTS, type Variant } from '../config/types';
-import { TOKENIZER_NAMES } from '../data/tokenizer';
+import { getTokenizer, TOKENIZER_NAMES, type Tokenizer } from '../data/tokenizer';
 import { UserError } from '../errors';
 import { paramInfos } from '../model/params';
 import { writeFileAtomic } from './atomic';
@@ -139,6 +139,26 @@ export function parseCheckpointConfig(parsed: unknown, source: string): Checkpoi
 }
 
 /** Reads and checks a config.json file (parseCheckpointConfig). */
+/**
+ * The tokenizer a checkpoint's config.json (`file`) names, for encoding text for that model: refused when config.json
+ * names none, or when its hash differs from this build's tokenizer of that name (the ids would not match the model's).
+ */
+export function checkpointTokenizer(config: CheckpointConfigJson, file: string): Tokenizer {
+  if (!config.tokenizer) throw new UserError(`${file}: tokenizer is missing, so text cannot be encoded for this model`);
+  const tokenizer = getTokenizer(config.tokenizer.name);
+  if (config.tokenizer.hash !== tokenizer.hash) {
+    throw new UserError(`${file}: tokenizer.hash differs from this build's ${config.tokenizer.name} tokenizer (its token ids would not match the model's)`);
+  }
+  return tokenizer;
+}
+
+/** A model folder's spec, config.json and tokenizer, from config.json alone (for engines that read the weights themselves). */
+export function modelFolderInfo(dir: string): { spec: ModelSpec; config: CheckpointConfigJson; tokenizer: Tokenizer } {
+  const file = path.join(dir, 'config.json');
+  const config = readCheckpointConfig(file);
+  return { spec: specFromCheckpointConfig(config, file), config, tokenizer: checkpointTokenizer(config, file) };
+}
+
 export function readCheckpointConfig(file: string): CheckpointConfigJson {
   if (!fs.existsSync(file)) throw new UserError(`${file}: file not found (not a model checkpoint folder)`);
   let raw: unknown;

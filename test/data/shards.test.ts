@@ -16,6 +16,8 @@ import {
 } from '../../src/data/shards';
 import { loadDocuments } from '../../src/data/sources';
 import { byteTokenizer, gpt2Tokenizer, Tokenizer } from '../../src/data/tokenizer';
+import DataVerify, { type DataVerifyResult } from '../../src/commands/data/verify';
+import { runCommand, stubOclifConfig } from '../bench/command';
 
 /** A stand-in with ids above 65535, to exercise uint32 shards: each character becomes 65500 + its code. */
 const wideTokenizer: Tokenizer = {
@@ -34,6 +36,7 @@ describe('shards', () => {
   const settings = { seed: 3, val_fraction: 0.2, test_fraction: 0.1 };
 
   beforeAll(() => {
+    stubOclifConfig();
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mlactl-shards-'));
     corpus = path.join(dir, 'corpus.jsonl');
     fs.writeFileSync(corpus, texts.map((text) => JSON.stringify({ text })).join('\n'));
@@ -104,6 +107,24 @@ describe('shards', () => {
     expect(() => verifyShards(path.join(outDir, MANIFEST_FILE))).toThrow(UserError);
     fs.writeFileSync(victim, bytes.subarray(2));
     expect(() => openShards(path.join(outDir, MANIFEST_FILE))).toThrow(/bytes, the manifest says/);
+  });
+
+  it('`mlactl data verify` passes an intact folder and refuses a changed shard or a missing manifest, naming the file', async () => {
+    const outDir = path.join(dir, 'out-verify-command');
+    const manifest = await prepare(outDir);
+    const ok = await runCommand<DataVerifyResult>(DataVerify, [outDir, '--json']);
+    expect(ok.exitCode).toBe(0);
+    expect(ok.result).toEqual({ folder: outDir, shards: manifest.shards.length, tokens: manifest.splits.tokens });
+    const victim = path.join(outDir, manifest.shards[1].file);
+    const bytes = fs.readFileSync(victim);
+    bytes[3] ^= 1;
+    fs.writeFileSync(victim, bytes);
+    const changed = await runCommand(DataVerify, [outDir]);
+    expect(changed.exitCode).toBe(2);
+    expect(changed.stderr).toContain(`shard ${victim} does not match its sha256`);
+    const missing = await runCommand(DataVerify, [path.join(dir, 'no-such-folder')]);
+    expect(missing.exitCode).toBe(2);
+    expect(missing.stderr).toContain(path.join(dir, 'no-such-folder', MANIFEST_FILE));
   });
 
   it('replaces an earlier shard folder atomically but refuses other folders', async () => {

@@ -208,7 +208,7 @@ describe('loadRunModel', () => {
     expect(() => loadRunModel(path.join(root, 'run', 'ckpt', 'step-3'), { step: 12 })).toThrow(/step 3, not step 12/);
     expect(() => loadRunModel(path.join(root, 'missing'))).toThrow(/no such folder/);
     expect(() => loadRunModel(root)).toThrow(/neither a run folder/);
-    expect(() => loadRunModel(path.join(root, 'no-tokenizer'))).toThrow(/tokenizer\.name is missing/);
+    expect(() => loadRunModel(path.join(root, 'no-tokenizer'))).toThrow(/config\.json: tokenizer is missing/);
     expect(() => loadRunModel(path.join(root, 'other-hash'))).toThrow(/tokenizer\.hash differs/);
     expect(() => loadRunModel(path.join(root, 'other-hash'))).toThrow(UserError);
     expect(tf.memory().numTensors).toBe(before);

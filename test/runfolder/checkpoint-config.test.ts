@@ -5,7 +5,8 @@ import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
 import { UserError } from '../../src/errors';
 import { loadModel, saveModel } from '../../src/engine/tfjs/checkpoint';
-import { specFromCheckpointConfig, type CheckpointConfigJson } from '../../src/runfolder/checkpoint';
+import { modelFolderInfo, specFromCheckpointConfig, type CheckpointConfigJson } from '../../src/runfolder/checkpoint';
+import { getTokenizer } from '../../src/data/tokenizer';
 import { disposeParams } from '../../src/model/params';
 import { loadSafetensors, saveSafetensors } from '../../src/runfolder/safetensors';
 import { randomParams, tinySpec } from '../helpers';
@@ -166,5 +167,24 @@ describe('model.safetensors holds exactly the tensors of the table', () => {
   test('a tensor that is not F32 is refused naming it', () => {
     const dir = withTensors((t) => (t['model.norm.weight'] = { shape: [24], data: new Int32Array(24) }));
     expect(refusal(dir)).toBe(`${path.join(dir, 'model.safetensors')}: tensor model.norm.weight has dtype I32, expected F32`);
+  });
+});
+
+describe('the tokenizer a checkpoint names (modelFolderInfo: every engine that encodes text for a model folder)', () => {
+  test('the named tokenizer when its hash is this build\'s', () => {
+    const dir = withConfig(base, (c) => void ((c.tokenizer as { hash: string }).hash = getTokenizer('byte').hash));
+    const info = modelFolderInfo(dir);
+    expect(info.tokenizer.name).toBe('byte');
+    expect(info.spec.dq).toBe(6);
+  });
+
+  test('a different hash is refused naming config.json and the key: the ids would not match the model\'s', () => {
+    // base was saved with hash "abc", not the byte tokenizer's.
+    expect(() => modelFolderInfo(base)).toThrow(UserError);
+    expect(() => modelFolderInfo(base)).toThrow(`${path.join(base, 'config.json')}: tokenizer.hash differs from this build's byte tokenizer`);
+  });
+
+  test('no tokenizer at all is refused: text cannot be encoded', () => {
+    expect(() => modelFolderInfo(baseQk)).toThrow(`${path.join(baseQk, 'config.json')}: tokenizer is missing`);
   });
 });

@@ -9,9 +9,6 @@ import * as path from 'path';
 import YAML from 'yaml';
 import type { Config, EngineChoice, EngineConfig } from '../../config/types';
 import { UserError } from '../../errors';
-import { getTokenizer, type Tokenizer } from '../../data/tokenizer';
-import { readCheckpointConfig, specFromCheckpointConfig, type CheckpointConfigJson } from '../../runfolder/checkpoint';
-import type { ModelSpec } from '../../model/spec';
 import { findTorch, pythonEnv, requireTorch } from './index';
 import { SCORING_ENGINE_DEFAULTS } from './scorer';
 
@@ -82,19 +79,6 @@ export function runTorchCommand<T>(settings: EngineConfig, args: string[], onStd
       resolve(message as T);
     });
   });
-}
-
-/** A model folder's spec and tokenizer from config.json alone (the weights are the Python side's to read). */
-export function modelFolderInfo(dir: string): { spec: ModelSpec; config: CheckpointConfigJson; tokenizer: Tokenizer } {
-  const file = path.join(dir, 'config.json');
-  const config = readCheckpointConfig(file);
-  const spec = specFromCheckpointConfig(config, file);
-  if (!config.tokenizer || typeof config.tokenizer.name !== 'string') throw new UserError(`${file}: tokenizer.name is missing, so text cannot be encoded for this model`);
-  const tokenizer = getTokenizer(config.tokenizer.name);
-  if (config.tokenizer.hash && config.tokenizer.hash !== tokenizer.hash) {
-    throw new UserError(`${file}: tokenizer.hash differs from this build's ${config.tokenizer.name} tokenizer (its token ids would not match the model's)`);
-  }
-  return { spec, config, tokenizer };
 }
 
 export interface TorchGenerateResult {

@@ -4,12 +4,10 @@
  * result files stay in TypeScript, so results are the same files whichever engine scored them.
  */
 import { spawn } from 'child_process';
-import * as path from 'path';
 import type { Config, EngineConfig } from '../../config/types';
-import { getTokenizer } from '../../data/tokenizer';
 import { UserError } from '../../errors';
 import type { OpenScorer, TokenScores } from '../../eval/types';
-import { readCheckpointConfig, specFromCheckpointConfig } from '../../runfolder/checkpoint';
+import { modelFolderInfo } from '../../runfolder/checkpoint';
 import { pythonEnv, requireTorch } from './index';
 
 /** For run folders written before `engine` was a config key: the torch settings scoring needs. */
@@ -20,10 +18,7 @@ export function torchScorers(cfg: Pick<Config, 'engine'>): OpenScorer {
   return async (dir, opts) => {
     // config.json checked here too, so a bad folder is refused before a process starts; its tokenizer is the text's.
     // The weights are the scoring process's to read (and check): reading them here too would double the load time.
-    const config = readCheckpointConfig(path.join(dir, 'config.json'));
-    const spec = specFromCheckpointConfig(config, path.join(dir, 'config.json'));
-    if (!config.tokenizer) throw new UserError(`${path.join(dir, 'config.json')}: tokenizer is missing, so text cannot be encoded for this model`);
-    const tokenizer = getTokenizer(config.tokenizer.name);
+    const { spec, tokenizer } = modelFolderInfo(dir);
     const precision = cfg.engine.precision === 'bf16' ? 'bf16' : 'fp32';
     const maxSeqLen = Math.min(opts.window, spec.maxSeqLen) + 1;
     const args = ['score', '--model', dir, '--device', cfg.engine.device, '--precision', precision, '--threads', String(cfg.engine.threads)];
