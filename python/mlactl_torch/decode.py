@@ -106,15 +106,15 @@ def rope_from(z: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, start: int)
 
 def scale_scores_by_key_group(scores: torch.Tensor, rk: torch.Tensor, rq: torch.Tensor) -> torch.Tensor:
     """
-    scores [B, n*H, S] (rows token-major, heads within) times rq_g of each row's token and group and rk_g(j) of each
-    key: rk [B, S, G], rq [B, n, G].
+    scores [..., n*H, S] (rows token-major, heads within) times rq_g of each row's token and group and rk_g(j) of each
+    key: rk [..., S, G], rq [..., n, G]; the leading axes broadcast (the chunked step's [B, chunks]).
     """
-    B, rows, S = scores.shape
-    n, G = rq.shape[1], rk.shape[2]
-    by_group = scores.view(B, n, G, rows // (n * G), S)  # [B, n, G, H/G, S]
+    *lead, rows, S = scores.shape
+    n, G = rq.shape[-2:]
+    by_group = scores.view(*lead, n, G, rows // (n * G), S)  # [..., n, G, H/G, S]
     # In float32 at least: a bf16 cache's scores meet an unrounded rq * rk (the product promotes them).
-    factor = at_least_float32(rk).transpose(1, 2)[:, None, :, None, :] * rq[:, :, :, None, None]  # [B, n, G, 1, S]
-    return (by_group * factor).view(B, rows, S)
+    factor = at_least_float32(rk).transpose(-1, -2)[..., None, :, None, :] * rq[..., :, :, None, None]  # [..., n, G, 1, S]
+    return (by_group * factor).view(*lead, rows, S)
 
 
 def block_causal_mask(n: int, S: int, device) -> torch.Tensor:
@@ -126,16 +126,16 @@ def block_causal_mask(n: int, S: int, device) -> torch.Tensor:
 
 def latent_scores(q: torch.Tensor, kv: torch.Tensor, rk: Optional[torch.Tensor], rq: Optional[torch.Tensor], dc: int, content_only: bool) -> torch.Tensor:
     """
-    Scores [B, n*H, S] of query rows q [B, n*H, dc+dr] = [qa ; qpr] against a latent cache kv [B, S, dc+dr]. With rk
-    [B, S, G] and rq [B, n, G] (latent+invrms): both multiply the scores, or only the content term qa·c
-    (content_only: qk-norm scope nope, whose positional slices are not normalised).
+    Scores [..., n*H, S] of query rows q [..., n*H, dc+dr] = [qa ; qpr] against a latent cache kv [..., S, dc+dr]
+    (leading axes broadcast). With rk [..., S, G] and rq [..., n, G] (latent+invrms): both multiply the scores, or
+    only the content term qa·c (content_only: qk-norm scope nope, whose positional slices are not normalised).
     """
     if rk is None:
-        return q @ kv.transpose(1, 2)  # content and positional terms in one product
+        return q @ kv.transpose(-1, -2)  # content and positional terms in one product
     if content_only:
-        content = q[..., :dc] @ kv[..., :dc].transpose(1, 2)
-        return scale_scores_by_key_group(content, rk, rq) + q[..., dc:] @ kv[..., dc:].transpose(1, 2)
-    return scale_scores_by_key_group(q @ kv.transpose(1, 2), rk, rq)
+        content = q[..., :dc] @ kv[..., :dc].transpose(-1, -2)
+        return scale_scores_by_key_group(content, rk, rq) + q[..., dc:] @ kv[..., dc:].transpose(-1, -2)
+    return scale_scores_by_key_group(q @ kv.transpose(-1, -2), rk, rq)
 
 
 def latent_attention(q: torch.Tensor, kv: torch.Tensor, rk: Optional[torch.Tensor], dc: int, content_only: bool,
@@ -160,19 +160,9 @@ def _chunk_partials(q, kv, rk, rq, dc: int, content_only: bool, n: int, size: in
     """
     B, H, D = q.shape
     chunks = kv.reshape(B, n, size, D)  # a view: the context axis split in two
-    rows = q[:, None].expand(B, n, H, D)
-    if rk is None:
-        s = at_least_float32(rows @ chunks.transpose(-1, -2))  # [B, n, H, size]
-    else:
-        G = rk.shape[2]
-        # rq_g * rk_g(j), broadcast over each group's heads: [B, n, G, 1, size]
-        factor = at_least_float32(rk).reshape(B, n, size, G).permute(0, 1, 3, 2)[:, :, :, None, :] * rq[:, :, :, None, None]
-        if content_only:
-            content = at_least_float32(rows[..., :dc] @ chunks[..., :dc].transpose(-1, -2))
-            positional = at_least_float32(rows[..., dc:] @ chunks[..., dc:].transpose(-1, -2))
-            s = (content.view(B, n, G, H // G, size) * factor).view(B, n, H, size) + positional
-        else:
-            s = (at_least_float32(rows @ chunks.transpose(-1, -2)).view(B, n, G, H // G, size) * factor).view(B, n, H, size)
+    rk_chunks = None if rk is None else rk.reshape(B, n, size, rk.shape[2])
+    # Every chunk against the same query rows: [B, 1, H, D] broadcast over the chunks -> s [B, n, H, size].
+    s = at_least_float32(latent_scores(q[:, None], chunks, rk_chunks, None if rq is None else rq[:, None], dc, content_only))
     m = s.amax(dim=-1)  # [B, n, H]
     p = torch.exp(s - m[..., None])
     return m, p.sum(dim=-1), p.to(kv.dtype) @ chunks[..., :dc]

@@ -55,7 +55,6 @@ def main() -> int:
     bw = copy_bandwidth(device)
     print(f"{torch.cuda.get_device_name(device)}, {sms} SMs, copy {bw / 1e9:.0f} GB/s, torch {torch.__version__}, triton {dt.triton.__version__}", flush=True)
     contexts, batches = contexts_of(args.contexts), [int(b) for b in args.batches.split(",")]
-    dtype = torch.bfloat16
     tables = []
 
     def prepared(B, S, G, dtype=torch.bfloat16):
@@ -76,8 +75,9 @@ def main() -> int:
             ms = time_cuda({"x": lambda: fn(q, kv, rk, DC, False, q_stat, 1e-6)}, args.repeats, 2, 5, device)["x"]
         return statistics.median(ms)
 
-    def bound_ms(B, S, G):
-        return B * S * (DC + DR + G) * 2 / bw * 1000
+    def bound_ms(B, S, elem=2):
+        """The plain latent cache read once at the measured copy bandwidth."""
+        return B * S * (DC + DR) * elem / bw * 1000
 
     # --- the fused kernel: launch configs x program counts -------------------------------------------------------
     if not args.skip_fused:
@@ -92,7 +92,7 @@ def main() -> int:
                 times = {}
                 for G, case in cases.items():
                     try:
-                        times[G] = measure(f"fused {c} B{B} S{S} G{G}", fn, case, dt.tolerance(dtype))
+                        times[G] = measure(f"fused {c} B{B} S{S} G{G}", fn, case, dt.tolerance(torch.bfloat16))
                     except Exception as e:  # a config that does not compile (shared memory) is a row that says so
                         print(f"fused {c}: {type(e).__name__}: {(str(e).splitlines() or [''])[0][:160]}", flush=True)
                         times[G] = None
@@ -104,7 +104,7 @@ def main() -> int:
         for c, B, S, tm in rows:
             lat = tm.get(0)
             f = lambda G: (f"{tm[G]:.4f}", f"{tm[G] / lat:.3f}") if tm.get(G) and lat else ("-", "-")  # noqa: E731
-            t.append(f"| {c.block_n}/{c.num_warps}/{c.num_stages} | {c.programs} | {B} | {S // 1024}k | {lat:.4f} | {bound_ms(B, S, 0) / lat:.2f} | {' | '.join(f(16))} | {' | '.join(f(1))} |"
+            t.append(f"| {c.block_n}/{c.num_warps}/{c.num_stages} | {c.programs} | {B} | {S // 1024}k | {lat:.4f} | {bound_ms(B, S) / lat:.2f} | {' | '.join(f(16))} | {' | '.join(f(1))} |"
                      if lat else f"| {c.block_n}/{c.num_warps}/{c.num_stages} | {c.programs} | {B} | {S // 1024}k | - | - | - | - | - | - |")
         tables.append("\n".join(t))
 
@@ -117,34 +117,29 @@ def main() -> int:
         t = ["| form | dtype | B | S | latent ms | of bound | G16 ms | G16/latent |", "|---|---|---|---|---|---|---|---|"]
         results = {}
         runs = [(torch.bfloat16, B, S) for B, S in itertools.product(batches, contexts)] + [(torch.float32, 1, S) for S in contexts]
-        for dtype, B, S in runs:
-            cases = {G: prepared(B, S, G, dtype) for G in (0, 16)}
+        for cache_dtype, B, S in runs:
+            cases = {G: prepared(B, S, G, cache_dtype) for G in (0, 16)}
+            tol = 5e-2 if cache_dtype == torch.bfloat16 else 1e-5
             for name, fn in forms.items():
-                results[name, dtype, B, S] = {G: measure(f"{name} B{B} S{S} G{G}", fn, case, 5e-2 if dtype == torch.bfloat16 else 1e-5) for G, case in cases.items()}
+                results[name, cache_dtype, B, S] = {G: measure(f"{name} B{B} S{S} G{G}", fn, case, tol) for G, case in cases.items()}
             del cases
             torch.cuda.empty_cache()
-            print(f"torch forms {dtype} B{B} S{S} done at {time.perf_counter():.0f}s", flush=True)
-        dtype = torch.bfloat16
-        for (name, dt_, B, S), tm in sorted(results.items(), key=lambda kv: (str(kv[0][1]), kv[0][2], kv[0][3])):
+            print(f"torch forms {cache_dtype} B{B} S{S} done at {time.perf_counter():.0f}s", flush=True)
+        for (name, cache_dtype, B, S), tm in sorted(results.items(), key=lambda kv: (str(kv[0][1]), kv[0][2], kv[0][3])):
             lat, g16 = tm[0], tm[16]
-            scale = 2 if dt_ == torch.float32 else 1
-            t.append(f"| {name} | {str(dt_)[6:]} | {B} | {S // 1024}k | {lat or float('nan'):.4f} | {scale * bound_ms(B, S, 0) / lat if lat else float('nan'):.2f} | "
+            bound = bound_ms(B, S, cache_dtype.itemsize)
+            t.append(f"| {name} | {str(cache_dtype)[6:]} | {B} | {S // 1024}k | {lat or float('nan'):.4f} | {bound / lat if lat else float('nan'):.2f} | "
                      f"{g16 or float('nan'):.4f} | {g16 / lat if lat and g16 else float('nan'):.3f} |")
         tables.append("\n".join(t))
-        # Where the plain form's time goes at the longest context, batch 1.
+        # Where each form's time goes at the longest context, batch 1.
         S = contexts[-1]
-        for G in (0, 16):
-            q, kv, rk, q_stat = problem(1, S, G, dtype, 1)
+        for G, name in itertools.product((0, 16), ("plain", "chunked 2048")):
+            q, kv, rk, q_stat = problem(1, S, G, torch.bfloat16, 1)
             with torch.no_grad(), torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
                 for _ in range(5):
-                    forms["plain"](q, kv, rk, DC, False, q_stat, 1e-6)
+                    forms[name](q, kv, rk, DC, False, q_stat, 1e-6)
                 torch.cuda.synchronize()
-            tables.append(f"plain form, B 1, S {S}, G {G}:\n" + prof.key_averages().table(sort_by="cuda_time_total", row_limit=8, max_name_column_width=60))
-            with torch.no_grad(), torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
-                for _ in range(5):
-                    forms["chunked 2048"](q, kv, rk, DC, False, q_stat, 1e-6)
-                torch.cuda.synchronize()
-            tables.append(f"chunked 2048, B 1, S {S}, G {G}:\n" + prof.key_averages().table(sort_by="cuda_time_total", row_limit=10, max_name_column_width=60))
+            tables.append(f"{name}, B 1, S {S}, G {G}, bf16:\n" + prof.key_averages().table(sort_by="cuda_time_total", row_limit=10, max_name_column_width=60))
     print("\n\n".join(tables))
     return 0
 

@@ -138,7 +138,6 @@ export function parseCheckpointConfig(parsed: unknown, source: string): Checkpoi
   return raw as unknown as CheckpointConfigJson;
 }
 
-/** Reads and checks a config.json file (parseCheckpointConfig). */
 /**
  * The tokenizer a checkpoint's config.json (`file`) names, for encoding text for that model: refused when config.json
  * names none, or when its hash differs from this build's tokenizer of that name (the ids would not match the model's).
@@ -159,6 +158,7 @@ export function modelFolderInfo(dir: string): { spec: ModelSpec; config: Checkpo
   return { spec: specFromCheckpointConfig(config, file), config, tokenizer: checkpointTokenizer(config, file) };
 }
 
+/** Reads and checks a config.json file (parseCheckpointConfig). */
 export function readCheckpointConfig(file: string): CheckpointConfigJson {
   if (!fs.existsSync(file)) throw new UserError(`${file}: file not found (not a model checkpoint folder)`);
   let raw: unknown;
