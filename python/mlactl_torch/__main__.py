@@ -135,7 +135,7 @@ def main(argv=None) -> int:
     g.add_argument("--cache", default=None, help="latent, latent+invrms or full-key (default: the variant's cheapest)")
     g.add_argument("--eos", type=int, default=None, help="stop after this id")
     g.add_argument("--vocab-limit", type=int, default=None, help="ids at or above this are never chosen (the tokenizer's size)")
-    g.add_argument("--attention", default="auto", choices=("auto", "torch", "fused"), help="single-token steps: the fused Triton kernel (auto: on CUDA when it passes its check) or PyTorch")
+    g.add_argument("--attention", default="auto", choices=("auto", "torch", "fused"), help="single-token steps: the fused Triton kernel or PyTorch (auto: the fused kernel for a 16-bit model on CUDA when it passes its check)")
     v = sub.add_parser("verify", help="every decode cache against the training form and a float64 reference: one JSON report on stdout")
     v.add_argument("--model", help="a model folder (model.safetensors + config.json)")
     v.add_argument("--spec", help="instead of --model: a ModelSpec as JSON; weights from --seed, norm gains in [0.5, 1.5]")
@@ -238,9 +238,12 @@ def decode_command(args) -> int:
         from .decode import default_cache, fused_attention_for, greedy_generate, verify_model
 
         model = _decode_model(args, device, torch)
-        # verify checks the fused kernel too, where it runs; generate uses it unless --attention torch.
-        wants_fused = args.command == "verify" or args.attention != "torch"
-        fused = fused_attention_for(device, torch.float32, model.spec, log) if wants_fused else None
+        dtype = next(model.parameters()).dtype
+        # verify checks the fused kernel too, where it runs. generate takes it when asked (--attention fused) and, by
+        # default, only where it is the fast path: for 16-bit caches. In float32 its products run as 3xTF32 and the
+        # step is several times slower than the PyTorch path's (bench/NOTES.md, H200).
+        wants_fused = args.command == "verify" or args.attention == "fused" or (args.attention == "auto" and torch.finfo(dtype).bits == 16)
+        fused = fused_attention_for(device, dtype, model.spec, log) if wants_fused else None
         if args.command == "generate":
             if fused is None and args.attention == "fused":
                 raise DecodeError("--attention fused: the fused Triton kernel does not run here (CUDA and Triton needed, and its self-check)")

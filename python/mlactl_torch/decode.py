@@ -225,6 +225,7 @@ class DecodeLayer:
             self.w_uv = w_uv.to(self.dtype)
             self.positional_weight = positional.to(self.dtype)
         self.query_fn = self.absorbed_query
+        self.parts_fn = self.absorbed_query_parts
         self.latent_fn = latent_attention
         self.output_fn = self.output
 
@@ -289,13 +290,20 @@ class DecodeLayer:
         scale and the static weights folded in (w_uk_absorbed, positional_weight). For latent+invrms also the raw
         query slice whose group RMS is rq (all of q for scope full, qn for nope): [B, n, H, w]; else None.
         """
+        qa, qp, q_stat = self.absorbed_query_parts(x, invrms)
+        qpr = rope_from(qp * self.positional_weight, self.cos, self.sin, start)  # [B, n, H, dr]
+        return torch.cat([qa, qpr], dim=-1), q_stat
+
+    def absorbed_query_parts(self, x: torch.Tensor, invrms: bool):
+        """
+        absorbed_query short of the positional query's weight and rotation, which the fused kernel applies itself
+        (decode_triton.Rope): qa [B, n, H, dc], qp [B, n, H, dr] as projected, q_stat as absorbed_query gives it.
+        """
         s = self.spec
         q = self.project_query(x)
         qn, qp = q[..., : s.dn], q[..., s.dn :]
         qa = torch.einsum("bnhd,hdc->bnhc", qn, self.w_uk_absorbed)  # [B, n, H, dc]
-        qpr = rope_from(qp * self.positional_weight, self.cos, self.sin, start)  # [B, n, H, dr]
-        q_stat = (q if self.full else qn) if invrms else None
-        return torch.cat([qa, qpr], dim=-1), q_stat
+        return qa, qp, ((q if self.full else qn) if invrms else None)
 
     def full_key_query(self, x: torch.Tensor, start: int) -> torch.Tensor:
         """The training form's query: QK-normed, rotated, times the scale: [B, n, H, dn+dr]."""
@@ -315,8 +323,8 @@ class DecodeLayer:
     def attend(self, x: torch.Tensor, cache: LayerCache, S: int, fused=None) -> torch.Tensor:
         """
         Attention output of new tokens x [B, n, d] whose rows are the cache's rows S-n..S-1: [B, n, d].
-        `fused`: for single-token latent steps, a callable with latent_attention's signature (decode_triton's
-        checked kernel), or None for the PyTorch path.
+        `fused`: for single-token latent steps, a callable with latent_attention's signature and a `rope` keyword
+        (decode_triton's checked kernel), or None for the PyTorch path.
         """
         s = self.spec
         B, n, _ = x.shape
@@ -326,13 +334,21 @@ class DecodeLayer:
             return self.output(self.full_key_attend(x, cache, S))
         self.check_latent_kind(cache.kind)
         invrms = cache.kind == "latent+invrms"
-        q, q_stat = self.query_fn(x, S - n, invrms)  # [B, n, H, dc+dr], [B, n, H, w] or None
         kv = cache.kv[:, :S]
         rk = cache.rk[:, :S] if invrms else None
         content_only = invrms and not self.full
+        if n == 1 and fused is not None:
+            from .decode_triton import Rope
+
+            # The kernel weights and rotates the positional query itself: at batch 1 the kernel that would do it
+            # first costs, with its launch, a few percent of a long-context step.
+            qa, qp, q_stat = self.parts_fn(x, invrms)  # [B, 1, H, dc], [B, 1, H, dr], [B, 1, H, w] or None
+            rope = Rope(qp[:, 0], self.cos[S - 1], self.sin[S - 1], self.positional_weight)
+            u = fused(qa[:, 0], kv, rk, s.dc, content_only, None if q_stat is None else q_stat[:, 0], s.qk_eps, rope=rope)[:, None]
+            return self.output_fn(u.to(x.dtype))
+        q, q_stat = self.query_fn(x, S - n, invrms)  # [B, n, H, dc+dr], [B, n, H, w] or None
         if n == 1:
-            attend = fused if fused is not None else self.latent_fn
-            u = attend(q[:, 0], kv, rk, s.dc, content_only, None if q_stat is None else q_stat[:, 0], s.qk_eps)[:, None]  # [B, 1, H, dc]
+            u = self.latent_fn(q[:, 0], kv, rk, s.dc, content_only, None if q_stat is None else q_stat[:, 0], s.qk_eps)[:, None]  # [B, 1, H, dc]
         else:
             u = self.latent_block(q, kv, rk, q_stat)
         return self.output_fn(u.to(x.dtype))
@@ -372,6 +388,7 @@ class DecodeLayer:
         MLACTL_DECODE_CHUNKED=0 compiles the plain one-softmax form instead, for comparison.
         """
         self.query_fn = torch.compile(self.absorbed_query, dynamic=True)
+        self.parts_fn = torch.compile(self.absorbed_query_parts, dynamic=True)
         self.output_fn = torch.compile(self.output, dynamic=True)
         if os.environ.get("MLACTL_DECODE_CHUNKED", "1") == "0":
             self.latent_fn = torch.compile(latent_attention, dynamic=True)
@@ -380,7 +397,7 @@ class DecodeLayer:
         self.latent_fn = functools.partial(torch.compile(latent_attention_chunked, dynamic=True), chunk=rows)
 
     def uncompile(self) -> None:
-        self.query_fn, self.latent_fn, self.output_fn = self.absorbed_query, latent_attention, self.output
+        self.query_fn, self.parts_fn, self.latent_fn, self.output_fn = self.absorbed_query, self.absorbed_query_parts, latent_attention, self.output
 
     def step_weight_bytes(self, kind: str) -> int:
         """

@@ -12,7 +12,8 @@ What it computes equals decode.latent_attention (the reference it is checked aga
     s_h(j) = rk_g(h)(j) * (q_h · [c(j) ; kpr(j)])            (rk = 1 for the plain latent cache)
     s_h(j) = rk_g(h)(j) * (qa_h · c(j)) + qpr_h · kpr(j)      (content_only: qk-norm scope nope)
     u_h    = sum_j softmax_j(s_h) c(j)
-with every per-query factor (scale, rq, static weights) already in q. Accumulation is float32; bf16 caches round p
+with every per-query factor (scale, rq, static weights) already in q, except that in a decode step the kernel itself
+weights and rotates the positional query qpr (Rope) and computes rq. Accumulation is float32; bf16 caches round p
 to bf16 for the values product (as flash attention does); float32 caches use 3xTF32 products (about float32
 accuracy on tensor cores), or IEEE float32 where that does not compile.
 
@@ -24,7 +25,7 @@ from __future__ import annotations
 import functools
 import sys
 from dataclasses import dataclass
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import torch
 
@@ -47,10 +48,10 @@ if triton is not None:
         return out
 
     @triton.jit
-    def _latent_decode_split(Q, KV, RK, QS, Lse, Part, S, tokens_per_split, H, DC, DR, W, heads_per_group, eps,
-                             sqb, sqh, skb, sks, srb, srs, srg, ssb, ssh, slb, sls, spb, sps, sph,
-                             HAS_RK: tl.constexpr, CONTENT_ONLY: tl.constexpr, PRECISION: tl.constexpr, BLOCK_H: tl.constexpr,
-                             BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_W: tl.constexpr):
+    def _latent_decode_split(Q, QP, COS, SIN, PW, KV, RK, QS, Lse, Part, S, tokens_per_split, H, DC, DR, W, heads_per_group, eps,
+                             sqb, sqh, spqb, spqh, skb, sks, srb, srs, srg, ssb, ssh, slb, sls, spb, sps, sph,
+                             HAS_RK: tl.constexpr, CONTENT_ONLY: tl.constexpr, ROPE: tl.constexpr, PRECISION: tl.constexpr,
+                             BLOCK_H: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_W: tl.constexpr):
         """One sequence b, one split of its context: Lse[b, split, h] and Part[b, split, h, :] = softmax-weighted c."""
         b = tl.program_id(0).to(tl.int64)
         split = tl.program_id(1)
@@ -60,7 +61,21 @@ if triton is not None:
         head_ok = heads < H
         q_rows = Q + b * sqb + heads[:, None] * sqh
         qc = tl.load(q_rows + fc[None, :], mask=head_ok[:, None] & (fc[None, :] < DC), other=0.0)  # [BLOCK_H, BLOCK_C]
-        qr = tl.load(q_rows + DC + fr[None, :], mask=head_ok[:, None] & (fr[None, :] < DR), other=0.0)  # [BLOCK_H, BLOCK_R]
+        r_ok = head_ok[:, None] & (fr[None, :] < DR)
+        if ROPE:
+            # qpr = RoPE(PW ⊙ qp) at this step's position, here rather than in a kernel of its own before this one
+            # (at batch 1 each kernel boundary of the step costs about as much as the rotation's whole work).
+            # Adjacent pairs (2i, 2i+1), as model.apply_rope: y[r] = z[r] cos_i + sign(r) z[r ^ 1] sin_i, sign -1
+            # for even r; in float32, then rounded to the cache's dtype for the product.
+            qp_rows = QP + b * spqb + heads[:, None] * spqh
+            z = tl.load(qp_rows + fr[None, :], mask=r_ok, other=0.0).to(tl.float32) * tl.load(PW + fr, mask=fr < DR, other=0.0).to(tl.float32)[None, :]
+            pair = fr ^ 1
+            zp = tl.load(qp_rows + pair[None, :], mask=r_ok, other=0.0).to(tl.float32) * tl.load(PW + pair, mask=fr < DR, other=0.0).to(tl.float32)[None, :]
+            cos = tl.load(COS + fr // 2, mask=fr < DR, other=0.0).to(tl.float32)[None, :]
+            sin = tl.load(SIN + fr // 2, mask=fr < DR, other=0.0).to(tl.float32)[None, :]
+            qr = (z * cos + tl.where((fr % 2 == 0)[None, :], -zp, zp) * sin).to(qc.dtype)  # [BLOCK_H, BLOCK_R]
+        else:
+            qr = tl.load(q_rows + DC + fr[None, :], mask=r_ok, other=0.0)  # [BLOCK_H, BLOCK_R]
         if HAS_RK:
             # rq_g = 1 / RMS over the group's raw query entries (§4), here rather than in a kernel of its own: one
             # sum of squares per head, then per group through a same-group mask [BLOCK_H, BLOCK_H].
@@ -108,7 +123,10 @@ if triton is not None:
     @triton.jit
     def _combine_splits(Lse, Part, Out, splits, DC, slb, sls, spb, sps, sph, sob, soh,
                         BLOCK_S: tl.constexpr, CHUNK_S: tl.constexpr, BLOCK_C: tl.constexpr):
-        """Out[b, h, cols] = sum over splits of exp(lse_split - lse_total) * Part[b, split, h, cols], one column block."""
+        """
+        Out[b, h, cols] = sum over splits of exp(lse_split - lse_total) * Part[b, split, h, cols], one column block,
+        stored in Out's dtype (the step's), so no cast kernel follows.
+        """
         b = tl.program_id(0).to(tl.int64)
         h = tl.program_id(1)
         fc = tl.program_id(2) * BLOCK_C + tl.arange(0, BLOCK_C)
@@ -117,15 +135,15 @@ if triton is not None:
         top = tl.max(lse, axis=0)
         total = top + tl.log(tl.sum(tl.exp(lse - top), axis=0))
         u = tl.zeros([BLOCK_C], tl.float32)
-        # CHUNK_S splits per load: a loop of one split at a time is a chain of memory round trips (hundreds of
-        # splits at batch 1), which cost as much as the whole cache read at 256k.
+        # CHUNK_S splits per load (combine_plan: usually all of them): each pass of this loop is a memory round
+        # trip, and a chain of them (hundreds of splits at batch 1) costs as much as a large part of the cache read.
         for first in range(0, splits, CHUNK_S):
             rows = first + tl.arange(0, CHUNK_S)
             ok = rows < splits
             weight = tl.exp(tl.load(Lse + b * slb + rows * sls + h, mask=ok, other=float("-inf")) - total)  # [CHUNK_S]
             part = tl.load(Part + b * spb + rows[:, None] * sps + h * sph + fc[None, :], mask=ok[:, None] & (fc[None, :] < DC), other=0.0)
             u += tl.sum(weight[:, None] * part, axis=0)
-        tl.store(Out + b * sob + h * soh + fc, u, mask=fc < DC)
+        tl.store(Out + b * sob + h * soh + fc, u.to(Out.dtype.element_ty), mask=fc < DC)
 
 
 @dataclass(frozen=True)
@@ -136,6 +154,7 @@ class KernelConfig:
     precision: str  # tl.dot input_precision for float32 caches ("tf32x3" or "ieee"); "default" for bf16
     programs: int  # aim for this many programs (sequences x splits) on a long cache: about two per SM
     long_tokens: int = 1 << 17  # below this many cached tokens in the batch, half as many programs
+    combine_numbers: int = 8192  # partials one combine program loads at once (combine_plan)
 
 
 def candidate_configs(dtype: torch.dtype, device: torch.device):
@@ -168,19 +187,47 @@ def split_plan(S: int, B: int, cfg: KernelConfig):
     return per_split, triton.cdiv(S, per_split)
 
 
+def combine_plan(splits: int, dc: int, cfg: KernelConfig):
+    """
+    (BLOCK_S, CHUNK_S, BLOCK_C) of the combine kernel: as many splits per load as cfg.combine_numbers allows with
+    column blocks of 16-128, so a batch-1 step over hundreds of splits is one load per program spread over many
+    narrow column blocks (B x H x dc/BLOCK_C programs) rather than a loop of loads in a few wide ones.
+    """
+    block_s = max(16, triton.next_power_of_2(splits))
+    block_c = min(128, triton.next_power_of_2(dc), max(16, cfg.combine_numbers // block_s))
+    return block_s, min(block_s, max(16, cfg.combine_numbers // block_c)), block_c
+
+
+class Rope(NamedTuple):
+    """
+    The positional query left for the kernel to weight and rotate: qp [B, H, dr] as projected (the last axis
+    contiguous), the cos and sin rows [dr/2] of the new token's position (model.rope_tables) and the static weight
+    [dr] that DecodeLayer.absorbed_query would multiply in (positional_weight).
+    """
+    qp: torch.Tensor
+    cos: torch.Tensor
+    sin: torch.Tensor
+    weight: torch.Tensor
+
+
 def fused_latent_attention(q: torch.Tensor, kv: torch.Tensor, rk: Optional[torch.Tensor], dc: int, content_only: bool,
-                           q_stat: Optional[torch.Tensor] = None, eps: float = 0.0, config: Optional[KernelConfig] = None) -> torch.Tensor:
+                           q_stat: Optional[torch.Tensor] = None, eps: float = 0.0, config: Optional[KernelConfig] = None,
+                           rope: Optional[Rope] = None) -> torch.Tensor:
     """
-    decode.latent_attention in two kernels, same arguments: q [B, H, dc+dr] (cast to the cache's dtype), kv [B, S,
-    dc+dr] (rows may be a slice of a larger cache; the last axis contiguous), rk [B, S, G] and the raw query q_stat
-    [B, H, w] for latent+invrms, else None. Returns u [B, H, dc] in q's dtype.
+    decode.latent_attention in two kernels, same arguments: q [B, H, dc+dr] = [qa ; qpr] (cast to the cache's
+    dtype), kv [B, S, dc+dr] (rows may be a slice of a larger cache; the last axis contiguous), rk [B, S, G] and the
+    raw query q_stat [B, H, w] for latent+invrms, else None. With `rope`, q is qa alone [B, H, dc] and the kernel
+    forms qpr itself (DecodeLayer.attend's single-token step: one kernel fewer). Returns u [B, H, dc] in q's dtype.
     """
-    B, H, D = q.shape
+    B, H = q.shape[:2]
     S = kv.shape[1]
-    dr = D - dc
+    dr = kv.shape[2] - dc
     out_dtype = q.dtype
     q = q.to(kv.dtype).contiguous()
+    assert q.shape[2] == (dc if rope is not None else dc + dr), "q: [qa ; qpr], or qa alone with rope"
     assert kv.stride(2) == 1 and (rk is None or q_stat.stride(2) == 1), "the fused decode kernel needs contiguous feature axes"
+    assert rope is None or rope.qp.stride(2) == 1, "the fused decode kernel needs contiguous feature axes"
+    qp, cos, sin, pw = rope if rope is not None else (q, q, q, q)  # never read without ROPE
     per_split, splits = split_plan(S, B, config)
     lse = torch.empty(B, splits, H, device=q.device, dtype=torch.float32)
     part = torch.empty(B, splits, H, dc, device=q.device, dtype=torch.float32)
@@ -190,19 +237,19 @@ def fused_latent_attention(q: torch.Tensor, kv: torch.Tensor, rk: Optional[torch
     W = qs_arg.shape[2]
     block_c = max(16, triton.next_power_of_2(dc))
     _latent_decode_split[(B, splits)](
-        q, kv, rk_arg, qs_arg, lse, part, S, per_split, H, dc, dr, W, H // G, float(eps),
-        q.stride(0), q.stride(1), kv.stride(0), kv.stride(1), rk_arg.stride(0), rk_arg.stride(1), rk_arg.stride(2), qs_arg.stride(0), qs_arg.stride(1),
-        lse.stride(0), lse.stride(1), part.stride(0), part.stride(1), part.stride(2),
-        HAS_RK=rk is not None, CONTENT_ONLY=bool(content_only), PRECISION=config.precision, BLOCK_H=max(16, triton.next_power_of_2(H)),
+        q, qp, cos, sin, pw, kv, rk_arg, qs_arg, lse, part, S, per_split, H, dc, dr, W, H // G, float(eps),
+        q.stride(0), q.stride(1), qp.stride(0), qp.stride(1), kv.stride(0), kv.stride(1), rk_arg.stride(0), rk_arg.stride(1), rk_arg.stride(2),
+        qs_arg.stride(0), qs_arg.stride(1), lse.stride(0), lse.stride(1), part.stride(0), part.stride(1), part.stride(2),
+        HAS_RK=rk is not None, CONTENT_ONLY=bool(content_only), ROPE=rope is not None, PRECISION=config.precision, BLOCK_H=max(16, triton.next_power_of_2(H)),
         BLOCK_N=config.block_n, BLOCK_C=block_c, BLOCK_R=max(16, triton.next_power_of_2(dr)), BLOCK_W=max(16, triton.next_power_of_2(W)),
         num_warps=config.num_warps, num_stages=config.num_stages,
     )
-    out = torch.empty(B, H, dc, device=q.device, dtype=torch.float32)
-    combine_c = min(block_c, 128)
+    out = torch.empty(B, H, dc, device=q.device, dtype=out_dtype)
+    block_s, chunk_s, combine_c = combine_plan(splits, dc, config)
     _combine_splits[(B, H, triton.cdiv(dc, combine_c))](
         lse, part, out, splits, dc, lse.stride(0), lse.stride(1), part.stride(0), part.stride(1), part.stride(2), out.stride(0), out.stride(1),
-        BLOCK_S=max(16, triton.next_power_of_2(splits)), CHUNK_S=32, BLOCK_C=combine_c, num_warps=4)
-    return out.to(out_dtype)
+        BLOCK_S=block_s, CHUNK_S=chunk_s, BLOCK_C=combine_c, num_warps=4)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -232,6 +279,42 @@ def reference(q, kv, rk, dc: int, content_only: bool, q_stat=None, eps: float = 
                             None if q_stat is None else q_stat.double(), eps)
 
 
+def random_rope(qp: torch.Tensor, position: int, seed: int) -> Rope:
+    """A Rope for qp [B, H, dr]: a static weight in [0.5, 1.5] and the cos/sin rows of `position` (theta 10000)."""
+    from .model import rope_tables
+
+    gen = torch.Generator(device=qp.device).manual_seed(seed)
+    weight = (torch.rand(qp.shape[-1], device=qp.device, generator=gen) + 0.5).to(qp.dtype)
+    cos, sin = rope_tables(qp.shape[-1], position + 1, 10000.0)
+    return Rope(qp, cos[position].to(qp.device), sin[position].to(qp.device), weight)
+
+
+def roped_query(qa: torch.Tensor, rope: Rope) -> torch.Tensor:
+    """[qa ; RoPE(weight ⊙ qp)] in float64, through model.apply_rope: the query the kernel forms from `rope`."""
+    from .model import apply_rope
+
+    qpr = apply_rope((rope.qp.double() * rope.weight.double())[:, None], rope.cos[None].double(), rope.sin[None].double())[:, 0]
+    return torch.cat([qa.double(), qpr], dim=-1)
+
+
+def check_case(spec, B: int, S: int, rk_kind: str, with_rope: bool, dtype: torch.dtype, device, seed: int):
+    """
+    One check of the fused kernel: (args, rope, want) where fused(*args, rope=rope) must give want, the float64
+    result, within tolerance(dtype). rk_kind: "none" (the plain latent cache), "full" or "nope" (latent+invrms at
+    that QK-norm scope); with_rope: q's positional part is left for the kernel to rotate (Rope).
+    """
+    w = spec.dn + spec.dr if rk_kind == "full" else spec.dn
+    q, kv, rk, q_stat = random_problem(B, S, spec.H, spec.dc, spec.dr, spec.G, w, dtype, device, seed)
+    rk, q_stat = (None, None) if rk_kind == "none" else (rk, q_stat)
+    rope = random_rope(q[..., spec.dc:], S - 1, seed) if with_rope else None
+    if rope is not None:
+        q, q_full = q[..., : spec.dc], roped_query(q[..., : spec.dc], rope)
+    else:
+        q_full = q
+    want = reference(q_full, kv, rk, spec.dc, rk_kind == "nope", q_stat, 1e-6)
+    return (q, kv, rk, spec.dc, rk_kind == "nope", q_stat, 1e-6), rope, want
+
+
 def relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
     want = want.double()
     return float((got.double() - want).abs().max() / want.abs().max().clamp_min(1e-300))
@@ -256,12 +339,9 @@ def checked_kernel(device: torch.device, dtype: torch.dtype, spec, log=None):
         for cfg in candidate_configs(dtype, device):
             try:
                 worst = 0.0
-                for S, rk_kind in ((300, "none"), (301, "full"), (77, "nope")):
-                    w = spec.dn + spec.dr if rk_kind == "full" else spec.dn
-                    q, kv, rk, q_stat = random_problem(2, S, spec.H, spec.dc, spec.dr, spec.G, w, dtype, device, seed=S)
-                    rk, q_stat = (None, None) if rk_kind == "none" else (rk, q_stat)
-                    got = fused_latent_attention(q, kv, rk, spec.dc, rk_kind == "nope", q_stat, 1e-6, config=cfg)
-                    worst = max(worst, relative_error(got, reference(q, kv, rk, spec.dc, rk_kind == "nope", q_stat, 1e-6)))
+                for S, rk_kind, with_rope in ((300, "none", False), (301, "full", True), (77, "nope", False), (78, "none", True)):
+                    args, rope, want = check_case(spec, 2, S, rk_kind, with_rope, dtype, device, seed=S)
+                    worst = max(worst, relative_error(fused_latent_attention(*args, config=cfg, rope=rope), want))
                 if worst <= tolerance(dtype):
                     _CHOSEN[key] = cfg
                     break
@@ -282,7 +362,8 @@ def selftest(log=print) -> int:
     """
     `python -m mlactl_torch selftest-decode`: the fused kernel against float64 and against the PyTorch path at
     several context lengths (block multiples and not), batch 1 and 8, fp32 and bf16, for the plain latent cache
-    and latent+invrms (scope full and nope, G = H and fewer groups). Prints one line per case and a summary;
+    and latent+invrms (scope full and nope, G = H and fewer groups), the query's rotation done before the kernel
+    (even contexts) or inside it (odd ones, `+rope`). Prints one line per case and a summary;
     returns 0 when every case is within tolerance, 1 otherwise, 2 without CUDA or Triton.
     """
     from types import SimpleNamespace
@@ -321,18 +402,18 @@ def selftest(log=print) -> int:
                     if name == "ragged tiny" and S > 4097:
                         continue
                     for rk_kind in ("none", "full", "nope"):
-                        w = spec.dn + spec.dr if rk_kind == "full" else spec.dn
-                        q, kv, rk, q_stat = random_problem(B, S, spec.H, spec.dc, spec.dr, spec.G, w, dtype, device, seed=S * 10 + B)
-                        rk, q_stat = (None, None) if rk_kind == "none" else (rk, q_stat)
-                        got = fused(q, kv, rk, spec.dc, rk_kind == "nope", q_stat, 1e-6)
-                        want = reference(q, kv, rk, spec.dc, rk_kind == "nope", q_stat, 1e-6)
-                        torch_path = latent_attention(q, kv, rk, spec.dc, rk_kind == "nope", q_stat, 1e-6)
+                        # Odd contexts leave the positional query's rotation to the kernel (the decode step's way).
+                        args, rope, want = check_case(spec, B, S, rk_kind, S % 2 == 1, dtype, device, seed=S * 10 + B)
+                        got = fused(*args, rope=rope)
+                        q = args[0] if rope is None else roped_query(args[0], rope).to(dtype)
+                        torch_path = latent_attention(q, *args[1:])
                         abs_err = float((got.double() - want).abs().max())
                         rel = relative_error(got, want)
                         vs_torch = float((got.double() - torch_path.double()).abs().max())
                         ok = rel <= tolerance(dtype)
                         failures += not ok
-                        log(f"| {name} | {str(dtype).replace('torch.', '')} | {B} | {S} | {rk_kind} | {cfg.block_n}/{cfg.num_warps}/{cfg.num_stages}/{cfg.precision} | "
+                        log(f"| {name} | {str(dtype).replace('torch.', '')} | {B} | {S} | {rk_kind}{' +rope' if rope is not None else ''} | "
+                            f"{cfg.block_n}/{cfg.num_warps}/{cfg.num_stages}/{cfg.precision} | "
                             f"{abs_err:.2e} | {rel:.2e} | {tolerance(dtype):.0e} | {vs_torch:.2e} | {'ok' if ok else 'FAIL'} |")
     log(f"selftest-decode: {'all cases within tolerance' if failures == 0 else f'{failures} case(s) FAILED'}")
     return 0 if failures == 0 else 1

@@ -11,6 +11,7 @@ import torch
 
 from helpers import numpy_forward, randomize, tiny_spec, variant_cases
 from mlactl_torch import decode as D
+from mlactl_torch import decode_triton as DT
 from mlactl_torch import model as M
 from mlactl_torch.checkpoint import checkpoint_config
 
@@ -147,23 +148,28 @@ class Generation(unittest.TestCase):
 
     def test_a_fused_attention_plugs_into_single_token_steps(self):
         """What CUDA runs with the Triton kernel, here with a stand-in of the same signature that counts its calls."""
-        spec = tiny_spec(variant="qk-norm", G=2, scope="nope")
-        m32, _ = pair(spec, seed=11)
-        calls = []
+        for scope in ("nope", "full"):  # full: the positional query's static weight carries gq
+            with self.subTest(scope=scope):
+                spec = tiny_spec(variant="qk-norm", G=2, scope=scope)
+                m32, _ = pair(spec, seed=11)
+                calls = []
 
-        def stand_in(*args):
-            calls.append(args[5].shape)  # q_stat: the raw query slice rq comes from, [B, H, dn] for scope nope
-            return D.latent_attention(*args)
+                def stand_in(*args, rope):
+                    calls.append((args[0].shape, args[5].shape))  # qa [B, H, dc]; q_stat, the raw query slice rq comes from
+                    # The kernel rotates the positional query itself: rebuild [qa ; qpr] from what the step hands it,
+                    # so a wrong position, weight or slice in Rope changes the logits and fails verify.
+                    return D.latent_attention(DT.roped_query(args[0], rope).to(args[0].dtype), *args[1:])
 
-        plain = D.greedy_generate(m32, [3, 1, 4], 6, "latent+invrms", None, 37)
-        fused = D.greedy_generate(m32, [3, 1, 4], 6, "latent+invrms", None, 37, stand_in)
-        self.assertEqual(fused["tokens"], plain["tokens"])
-        self.assertEqual(fused["attention"], "fused")
-        self.assertEqual(len(calls), 5 * spec.L)  # single-token steps only; the prompt is one causal block
-        self.assertEqual(calls[0], torch.Size([1, 4, 6]))
-        r = D.verify_model(m32, TOKENS, 1e-5, 10**9, stand_in)
-        self.assertIn("latent+invrms (fused) vs training", [c["pair"] for c in r["comparisons"]])
-        self.assertTrue(r["pass"])
+                plain = D.greedy_generate(m32, [3, 1, 4], 6, "latent+invrms", None, 37)
+                fused = D.greedy_generate(m32, [3, 1, 4], 6, "latent+invrms", None, 37, stand_in)
+                self.assertEqual(fused["tokens"], plain["tokens"])
+                self.assertEqual(fused["attention"], "fused")
+                self.assertEqual(len(calls), 5 * spec.L)  # single-token steps only; the prompt is one causal block
+                w = spec.dn if scope == "nope" else spec.dn + spec.dr
+                self.assertEqual(calls[0], (torch.Size([1, spec.H, spec.dc]), torch.Size([1, spec.H, w])))
+                r = D.verify_model(m32, TOKENS, 1e-5, 10**9, stand_in)
+                self.assertIn("latent+invrms (fused) vs training", [c["pair"] for c in r["comparisons"]])
+                self.assertTrue(r["pass"], r["comparisons"])
 
     def test_stops_at_eos(self):
         m32, _ = pair(tiny_spec(), seed=11)

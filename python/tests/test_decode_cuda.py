@@ -26,12 +26,10 @@ class CudaDecode(unittest.TestCase):
                 self.assertIsNotNone(fused, f"no kernel config passed for {dtype}")
                 for B, S in ((1, 1), (1, 65), (8, 1000), (3, 4099)):
                     for rk_kind in ("none", "full", "nope"):
-                        w = spec.dn + spec.dr if rk_kind == "full" else spec.dn
-                        q, kv, rk, q_stat = DT.random_problem(B, S, spec.H, spec.dc, spec.dr, spec.G, w, dtype, device, seed=S + B)
-                        rk, q_stat = (None, None) if rk_kind == "none" else (rk, q_stat)
-                        got = fused(q, kv, rk, spec.dc, rk_kind == "nope", q_stat, 1e-6)
-                        want = DT.reference(q, kv, rk, spec.dc, rk_kind == "nope", q_stat, 1e-6)
-                        self.assertLessEqual(DT.relative_error(got, want), DT.tolerance(dtype), f"{dtype} B={B} S={S} rk={rk_kind}")
+                        for with_rope in (False, True):  # the query rotated before the kernel, or by it
+                            args, rope, want = DT.check_case(spec, B, S, rk_kind, with_rope, dtype, device, seed=S + B)
+                            self.assertLessEqual(DT.relative_error(fused(*args, rope=rope), want), DT.tolerance(dtype),
+                                                 f"{dtype} B={B} S={S} rk={rk_kind} rope={with_rope}")
 
     def test_fused_generation_gives_the_same_tokens_and_verify_passes(self):
         spec = tiny_spec(variant="qk-norm", G=2, scope="nope")
