@@ -323,8 +323,9 @@ class DecodeLayer:
     def attend(self, x: torch.Tensor, cache: LayerCache, S: int, fused=None) -> torch.Tensor:
         """
         Attention output of new tokens x [B, n, d] whose rows are the cache's rows S-n..S-1: [B, n, d].
-        `fused`: for single-token latent steps, a callable with latent_attention's signature and a `rope` keyword
-        (decode_triton's checked kernel), or None for the PyTorch path.
+        `fused`: for single-token latent steps, a callable taking latent_attention's arguments with q = qa [B, H, dc]
+        and the positional query as a `rope` keyword (decode_triton.Rope; the checked fused_latent_attention), or
+        None for the PyTorch path.
         """
         s = self.spec
         B, n, _ = x.shape

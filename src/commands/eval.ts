@@ -62,7 +62,10 @@ export default class Eval extends MlactlCommand<EvaluateRunResult> {
         this.say(`step ${String(e.checkpoint_step).padStart(6)}  ${t.name.padEnd(22)} n=${t.n}  ${m}  (chance ${t.chance?.toFixed(3)})`);
       }
     }
-    this.say(`results: ${result.resultsDir}/results.json (${result.itemsPerSecond.toFixed(1)} items/s)`);
+    this.say(
+      `results: ${result.resultsDir}/results.json (${result.itemsPerSecond.toFixed(1)} items/s overall; ` +
+        `${result.scoringItemsPerSecond.toFixed(1)} items/s scoring, after ${result.openSeconds.toFixed(1)} s opening the scorer)`,
+    );
     return result;
   }
 }

@@ -64,9 +64,25 @@ function checkFinite(model: ScoringModel, scores: TokenScores, name: string): vo
 }
 
 /**
- * Score sequences in batches of similar length (longest first, so padding is small and an out-of-memory
- * failure shows up in the first batch), then put the scores back in request order. `nameOf` names a sequence in
- * errors (default `sequence N`).
+ * Batches of sequence indices, longest first so padding is small and an out-of-memory failure shows up in the
+ * first batch: each holds `batchSize` sequences, or more while the padded tokens (count x its longest, the first)
+ * stay within `tokenBudget`.
+ */
+export function planBatches(lengths: number[], batchSize: number, tokenBudget = 0): number[][] {
+  checkBatchSize(batchSize);
+  const order = lengths.map((_, index) => index).sort((a, b) => lengths[b] - lengths[a] || a - b);
+  const batches: number[][] = [];
+  for (const index of order) {
+    const last = batches[batches.length - 1];
+    if (last && (last.length < batchSize || (last.length + 1) * lengths[last[0]] <= tokenBudget)) last.push(index);
+    else batches.push([index]);
+  }
+  return batches;
+}
+
+/**
+ * Score sequences in batches (`planBatches`, with the model's token budget), `model.inFlight` requests at a time,
+ * then put the scores back in request order. `nameOf` names a sequence in errors (default `sequence N`).
  */
 export async function scoreInBatches(
   model: ScoringModel,
@@ -75,15 +91,22 @@ export async function scoreInBatches(
   onProgress?: (scored: number, total: number) => void,
   nameOf: (index: number) => string = (index) => `sequence ${index}`,
 ): Promise<TokenScores[]> {
-  checkBatchSize(batchSize);
-  const order = seqs.map((_, index) => index).sort((a, b) => seqs[b].length - seqs[a].length || a - b);
+  const batches = planBatches(seqs.map((s) => s.length), batchSize, model.tokenBudget ?? 0);
   const scores: TokenScores[] = new Array(seqs.length);
-  for (let begin = 0; begin < order.length; begin += batchSize) {
-    const batchIndices = order.slice(begin, begin + batchSize);
-    const batch = batchIndices.map((index) => seqs[index]);
-    const batchScores = await model.scoreSequences(batch);
-    if (batchScores.length !== batch.length) {
-      throw new Error(`scoreSequences returned ${batchScores.length} results for ${batch.length} sequences`);
+  const pending: Promise<TokenScores[]>[] = [];
+  let sent = 0;
+  const send = () => {
+    const request = model.scoreSequences(batches[sent++].map((index) => seqs[index]));
+    request.catch(() => undefined); // awaited below in order; a later request failing after an earlier one throws is not unhandled
+    pending.push(request);
+  };
+  while (sent < batches.length && pending.length < Math.max(1, model.inFlight ?? 1)) send();
+  let done = 0;
+  for (const batchIndices of batches) {
+    const batchScores = await pending.shift()!;
+    if (sent < batches.length) send();
+    if (batchScores.length !== batchIndices.length) {
+      throw new Error(`scoreSequences returned ${batchScores.length} results for ${batchIndices.length} sequences`);
     }
     batchIndices.forEach((index, position) => {
       const result = batchScores[position];
@@ -94,7 +117,8 @@ export async function scoreInBatches(
       checkFinite(model, result, nameOf(index));
       scores[index] = result;
     });
-    onProgress?.(begin + batch.length, seqs.length);
+    done += batchIndices.length;
+    onProgress?.(done, seqs.length);
   }
   return scores;
 }

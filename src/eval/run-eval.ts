@@ -36,7 +36,12 @@ export interface EvaluateRunResult {
   /** eval/ for whole tasks, eval/limit-N/ for a limited look. */
   resultsDir: string;
   evaluations: EvalSummary[];
+  /** Items over the whole evaluation's wall clock: opening each checkpoint's scorer (a torch engine's start, model load and compilation) included. */
   itemsPerSecond: number;
+  /** Items over the time spent scoring them alone: the steady rate that a larger task set approaches. */
+  scoringItemsPerSecond: number;
+  /** Seconds spent opening scorers, summed over checkpoints. */
+  openSeconds: number;
 }
 
 export function readRunConfig(runDir: string): Config {
@@ -78,13 +83,19 @@ export async function evaluateRun(opts: EvaluateRunOptions): Promise<EvaluateRun
   );
   const evaluations: EvalSummary[] = [];
   let items = 0;
+  let openMs = 0;
+  let scoringMs = 0;
   const t0 = Date.now();
   for (const ckpt of chosen) {
     // Training feeds windows of data.seq_len positions, and so does evaluation, as lm-evaluation-harness feeds
     // max_length: a scored sequence holds seq_len + 1 tokens, its last one only a target.
+    const opened = Date.now();
     const scorer = await opts.openScorer(ckpt.dir, { batchSize: opts.batchSize ?? cfg.eval.batch_size, window: cfg.data.seq_len, windowKey: 'data.seq_len' });
+    openMs += Date.now() - opened;
     try {
+      const scoring = Date.now();
       const results = await evaluateTasks(scorer, tasks, { limit, batchSize: scorer.batchSize, onProgress: (p) => opts.onProgress?.({ ...p, step: ckpt.step }) });
+      scoringMs += Date.now() - scoring;
       items += results.tasks.reduce((n, t) => n + t.n, 0);
       const summary = writeEvalResults(opts.runDir, results, { checkpointStep: ckpt.step, tokens: tokensAt(ckpt.dir) }, variant);
       appendByStep(opts.runDir, summary, variant);
@@ -94,7 +105,14 @@ export async function evaluateRun(opts: EvaluateRunOptions): Promise<EvaluateRun
     }
   }
   recordHistory(evalDir(opts.runDir, variant));
-  return { runDir: opts.runDir, resultsDir: evalDir(opts.runDir, variant), evaluations, itemsPerSecond: items / ((Date.now() - t0) / 1000) };
+  return {
+    runDir: opts.runDir,
+    resultsDir: evalDir(opts.runDir, variant),
+    evaluations,
+    itemsPerSecond: items / (Math.max(1, Date.now() - t0) / 1000),
+    scoringItemsPerSecond: items / (Math.max(1, scoringMs) / 1000),
+    openSeconds: openMs / 1000,
+  };
 }
 
 /**

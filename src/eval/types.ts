@@ -18,6 +18,17 @@ export interface ScoringModel {
   windowKey?: string;
   /** Where the weights come from (a checkpoint folder), named when they give unusable scores. */
   source?: string;
+  /**
+   * Padded tokens (sequences x the longest of them) one request may carry beyond the caller's batch size, for a
+   * scorer that cuts requests into forward passes by tokens itself (the torch engine's process, sized to its
+   * memory): requests of a few hundred short sequences rather than a batch sized for full windows.
+   */
+  tokenBudget?: number;
+  /**
+   * Requests `scoreInBatches` keeps in flight (default 1). A scorer in another process takes 2, so it computes the
+   * next request while this side encodes, sends and decodes the last one.
+   */
+  inFlight?: number;
   /** Batched scoring of whole token sequences (each length 2..maxSeqLen). */
   scoreSequences(seqs: number[][]): Promise<TokenScores[]>;
 }

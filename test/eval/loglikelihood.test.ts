@@ -6,7 +6,9 @@ import {
   loglikelihoodRolling,
   moveTrailingWhitespace,
   perplexity,
+  planBatches,
   rollingWindows,
+  scoreInBatches,
   splitContextContinuation,
   wordPerplexity,
 } from '../../src/eval/loglikelihood';
@@ -157,6 +159,65 @@ describe('loglikelihood', () => {
       expect(resultsBatched[i].nTokens).toBe(text.length);
     });
     await expect(loglikelihood(one, requests, { batchSize: 0 })).rejects.toThrow(/eval.batch_size/);
+  });
+
+  it('fills batches past the batch size up to a token budget, padded tokens counted at the longest', () => {
+    const lengths = [3, 10, 4, 4, 9, 2, 4];
+    expect(planBatches(lengths, 2)).toEqual([[1, 4], [2, 3], [6, 0], [5]]);
+    // 10 + 9 = 2 x 10 padded tokens; a third would make 30 > 24. Then 4, 4, 4, 3, 2: 5 x 4 = 20 <= 24.
+    expect(planBatches(lengths, 2, 24)).toEqual([[1, 4], [2, 3, 6, 0, 5]]);
+    // The batch size is kept even when its sequences alone pass the budget.
+    expect(planBatches(lengths, 3, 5)).toEqual([[1, 4, 2], [3, 6, 0], [5]]);
+    expect(() => planBatches(lengths, 0)).toThrow(/eval.batch_size/);
+  });
+
+  it('keeps inFlight requests going, answers in request order whatever order they settle in', async () => {
+    const requests = ['x', 'xyzxyz', 'xy', 'xyzx', 'xyz'].map((continuation) => ({ context: 'z', continuation }));
+    const serial = await loglikelihood(bigramModel(tokenizer, successorProb), requests, { batchSize: 1 });
+    const inner = bigramModel(tokenizer, successorProb);
+    let open = 0;
+    let most = 0;
+    let calls = 0;
+    const piped = {
+      ...inner,
+      inFlight: 2,
+      async scoreSequences(seqs: number[][]) {
+        open += 1;
+        most = Math.max(most, open);
+        // Later requests settle first: the caller must still take answers in the order it sent them.
+        await new Promise((resolve) => setTimeout(resolve, 20 - 4 * calls++));
+        open -= 1;
+        return inner.scoreSequences(seqs);
+      },
+    };
+    const progress: number[] = [];
+    expect(await loglikelihood(piped, requests, { batchSize: 1, onProgress: (done) => progress.push(done) })).toEqual(serial);
+    expect(most).toBe(2);
+    expect(progress).toEqual([1, 2, 3, 4, 5]);
+  });
+
+  it('a failed request rejects the call; a later one failing while in flight is not left unhandled', async () => {
+    const unhandled: unknown[] = [];
+    const onUnhandled = (reason: unknown) => unhandled.push(reason);
+    process.on('unhandledRejection', onUnhandled);
+    try {
+      let calls = 0;
+      const failing = {
+        ...constantModel(tokenizer, -1),
+        inFlight: 3,
+        async scoreSequences(): Promise<never> {
+          const n = calls++;
+          await new Promise((resolve) => setTimeout(resolve, 5));
+          throw new Error(`request ${n} failed`);
+        },
+      };
+      await expect(scoreInBatches(failing, [[1, 2], [1, 2, 3], [1, 2, 3, 4]], 1)).rejects.toThrow('request 0 failed');
+      await new Promise((resolve) => setTimeout(resolve, 30));
+      expect(calls).toBe(3);
+      expect(unhandled).toEqual([]);
+    } finally {
+      process.off('unhandledRejection', onUnhandled);
+    }
   });
 
   it('counts the tokens of the continuation as scored, the moved space included', async () => {

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# `mlactl eval --engine torch` end to end on a CUDA machine, for bench/NOTES.md: a checkpoint of the preset's shape
+# (one optimizer step: the weights' values do not change the throughput), a file of ITEMS four-choice items in
+# HellaSwag's format (bench/eval_items.py), then the CLI's own evaluation in bf16 and fp32: items/s from its --json
+# result, scoring alone and overall (opening the scorer: the Python process, model load and compilation included).
+#
+#   scripts/gpu-pack.sh
+#   mlactl data prepare --source brown --tokenizer gpt2 --out .gpu-data/brown-gpt2 --config configs/models/paper-400m.yaml
+#   (carry .gpu and .gpu-data to the GPU machine; there, from the project root:)
+#   OUT=/some/folder bash bench/gpu-eval.sh            # MODEL=paper-400m ITEMS=10000 PRECISIONS="bf16 fp32"
+set -uo pipefail
+OUT=${OUT:?set OUT to a folder for the results}
+MODEL=${MODEL:-paper-400m}
+ITEMS=${ITEMS:-10000}
+DATA=${DATA:-.gpu-data/brown-gpt2}
+mlactl=(bash .gpu/mlactl.sh)
+run=/tmp/eval-$MODEL
+mkdir -p "$OUT"
+step() { local name=$1 limit=$2; shift 2; echo "== $name ($(date +%T))"; timeout "$limit" "$@" > "$OUT/$name.log" 2>&1; echo "$name rc=$? at ${SECONDS}s" | tee -a "$OUT/steps.txt"; tail -n 2 "$OUT/$name.log"; }
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
+
+# One step of the preset's batch: validation and the max-logit pass off, the final checkpoint kept.
+tokens=32768 # 16 x 2048: one step
+step train ${TRAIN_LIMIT:-200} "${mlactl[@]}" train -c "configs/models/$MODEL.yaml" --engine torch --run-dir "$run" --force \
+  --set data.source="$DATA" --set train.tokens=$tokens --set train.batch_size=16 --set train.grad_accum=1 --set train.warmup_tokens=0 \
+  --set train.eval_every_tokens=0 --set train.ckpt_every_tokens=0 --set train.maxlogit_every_steps=1000
+step items 60 python3 bench/eval_items.py --items "$ITEMS" --out /tmp/items.jsonl
+for precision in ${PRECISIONS:-bf16 fp32}; do
+  echo "== eval-$precision ($(date +%T))"
+  timeout ${EVAL_LIMIT:-150} "${mlactl[@]}" eval --run "$run" --engine torch --precision "$precision" \
+    --task hellaswag=/tmp/items.jsonl --limit 0 --json > "$OUT/eval-$precision.json" 2> "$OUT/eval-$precision.log"
+  echo "eval-$precision rc=$? at ${SECONDS}s" | tee -a "$OUT/steps.txt"
+done
+
+echo "== summary: mlactl eval --engine torch, $MODEL, $ITEMS four-choice items ($(head -n 1 "$OUT/gpu.txt"))"
+python3 - "$OUT" ${PRECISIONS:-bf16 fp32} <<'PY'
+import json, os, sys
+out = sys.argv[1]
+for precision in sys.argv[2:]:
+    try:
+        r = json.load(open(os.path.join(out, f"eval-{precision}.json")))
+        t = r["evaluations"][0]["tasks"][0]
+        print(f"{precision}: {r['scoringItemsPerSecond']:.0f} items/s scoring, {r['itemsPerSecond']:.0f} items/s overall "
+              f"(after {r['openSeconds']:.1f} s opening the scorer: Python, model load, compilation), n = {t['n']}, "
+              f"metrics {json.dumps({k: round(v['value'], 4) for k, v in t['metrics'].items()})}")
+    except Exception as e:
+        print(f"{precision}: no result ({type(e).__name__}: {e}; see eval-{precision}.log)")
+PY
+cat "$OUT/steps.txt"
