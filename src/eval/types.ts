@@ -21,7 +21,7 @@ export interface ScoringModel {
   /**
    * Padded tokens (sequences x the longest of them) one request may carry beyond the caller's batch size, for a
    * scorer that cuts requests into forward passes by tokens itself (the torch engine's process, sized to its
-   * memory): requests of a few hundred short sequences rather than a batch sized for full windows.
+   * memory): requests of a thousand or more short sequences rather than a batch sized for full windows.
    */
   tokenBudget?: number;
   /**
