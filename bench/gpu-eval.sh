@@ -7,7 +7,7 @@
 #   scripts/gpu-pack.sh
 #   mlactl data prepare --source brown --tokenizer gpt2 --out .gpu-data/brown-gpt2 --config configs/models/paper-400m.yaml
 #   (carry .gpu and .gpu-data to the GPU machine; there, from the project root:)
-#   OUT=/some/folder bash bench/gpu-eval.sh            # MODEL=paper-400m ITEMS=10000 PRECISIONS="bf16 fp32"
+#   OUT=/some/folder bash bench/gpu-eval.sh            # MODEL=paper-400m ITEMS=10000 PRECISIONS="bf16 fp32" EAGER=1
 set -uo pipefail
 OUT=${OUT:?set OUT to a folder for the results}
 MODEL=${MODEL:-paper-400m}
@@ -25,25 +25,35 @@ step train ${TRAIN_LIMIT:-200} "${mlactl[@]}" train -c "configs/models/$MODEL.ya
   --set data.source="$DATA" --set train.tokens=$tokens --set train.batch_size=16 --set train.grad_accum=1 --set train.warmup_tokens=0 \
   --set train.eval_every_tokens=0 --set train.ckpt_every_tokens=0 --set train.maxlogit_every_steps=1000
 step items 60 python3 bench/eval_items.py --items "$ITEMS" --out /tmp/items.jsonl
-for precision in ${PRECISIONS:-bf16 fp32}; do
-  echo "== eval-$precision ($(date +%T))"
-  timeout ${EVAL_LIMIT:-150} "${mlactl[@]}" eval --run "$run" --engine torch --precision "$precision" \
-    --task hellaswag=/tmp/items.jsonl --limit 0 --json > "$OUT/eval-$precision.json" 2> "$OUT/eval-$precision.log"
-  echo "eval-$precision rc=$? at ${SECONDS}s" | tee -a "$OUT/steps.txt"
-done
+# The scoring process reports where its time went (MLACTL_SCORE_TIMING: loading, each request's computing, reading
+# requests, writing answers), so the first requests' compilation shows apart from the steady rate.
+export MLACTL_SCORE_TIMING=1
+evaluate() {
+  local name=$1 precision=$2; shift 2
+  echo "== $name ($(date +%T))"
+  timeout ${EVAL_LIMIT:-150} env "$@" "${mlactl[@]}" eval --run "$run" --engine torch --precision "$precision" \
+    --task hellaswag=/tmp/items.jsonl --limit 0 --json > "$OUT/$name.json" 2> "$OUT/$name.log"
+  echo "$name rc=$? at ${SECONDS}s" | tee -a "$OUT/steps.txt"
+}
+for precision in ${PRECISIONS:-bf16 fp32}; do evaluate "eval-$precision" "$precision"; done
+# EAGER=1: bf16 again with the blocks left eager (no compilation on the first requests).
+[[ ${EAGER:-0} == 1 ]] && evaluate eval-bf16-eager bf16 MLACTL_SCORE_COMPILE=0
 
 echo "== summary: mlactl eval --engine torch, $MODEL, $ITEMS four-choice items ($(head -n 1 "$OUT/gpu.txt"))"
-python3 - "$OUT" ${PRECISIONS:-bf16 fp32} <<'PY'
-import json, os, sys
+python3 - "$OUT" <<'PY'
+import glob, json, os, sys
 out = sys.argv[1]
-for precision in sys.argv[2:]:
+for path in sorted(glob.glob(os.path.join(out, "eval-*.log"))):
+    name = os.path.basename(path)[:-4]
+    timing = [l.strip() for l in open(path) if l.startswith("score timing:")]
     try:
-        r = json.load(open(os.path.join(out, f"eval-{precision}.json")))
+        r = json.load(open(os.path.join(out, name + ".json")))
         t = r["evaluations"][0]["tasks"][0]
-        print(f"{precision}: {r['scoringItemsPerSecond']:.0f} items/s scoring, {r['itemsPerSecond']:.0f} items/s overall "
-              f"(after {r['openSeconds']:.1f} s opening the scorer: Python, model load, compilation), n = {t['n']}, "
+        print(f"{name}: {r['scoringItemsPerSecond']:.0f} items/s scoring, {r['itemsPerSecond']:.0f} items/s overall "
+              f"(after {r['openSeconds']:.1f} s opening the scorer: Python, model load), n = {t['n']}, "
               f"metrics {json.dumps({k: round(v['value'], 4) for k, v in t['metrics'].items()})}")
     except Exception as e:
-        print(f"{precision}: no result ({type(e).__name__}: {e}; see eval-{precision}.log)")
+        print(f"{name}: no result ({type(e).__name__}: {e}; see {name}.log)")
+    print("  " + (timing[-1] if timing else "(no score timing line)"))
 PY
 cat "$OUT/steps.txt"

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from typing import List
 
 import torch
@@ -121,7 +122,10 @@ def serve(folder: str, device: str, precision: str, batch_size: int = 0, window:
     """
     Answer requests until stdin closes. `ready` reports `batch_size`: the sequences per request the caller should
     send, at least the requested `batch_size`, more on CUDA when sequences of `window` tokens fit the budget.
+    With MLACTL_SCORE_TIMING=1, one line on stderr at the end says where the process's time went (loading, each
+    request's computing, reading requests and writing answers), so the first requests' compilation shows apart.
     """
+    started = time.perf_counter()
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     model = load_for_scoring(folder, device)
     budget = token_budget(model, device, dtype)
@@ -131,11 +135,25 @@ def serve(folder: str, device: str, precision: str, batch_size: int = 0, window:
     out = sys.stdout
     out.write(json.dumps({"event": "ready", "device": device, "precision": "bf16" if dtype == torch.bfloat16 else "fp32", "token_budget": budget, "batch_size": suggested}) + "\n")
     out.flush()
+    loaded = time.perf_counter() - started
+    computing: List[float] = []
+    reading = writing = 0.0
+    sequences = 0
     for line in sys.stdin:
         if not line.strip():
             continue
+        t0 = time.perf_counter()
         request = json.loads(line)
-        results = score_sequences(model, request["seqs"], device, dtype, budget)
+        t1 = time.perf_counter()
+        results = score_sequences(model, request["seqs"], device, dtype, budget)  # ends in the one host read
+        t2 = time.perf_counter()
         out.write(json.dumps({"id": request["id"], "results": results}) + "\n")
         out.flush()
+        reading, writing = reading + t1 - t0, writing + time.perf_counter() - t2
+        computing.append(t2 - t1)
+        sequences += len(request["seqs"])
+    if os.environ.get("MLACTL_SCORE_TIMING") == "1":
+        print(f"score timing: loading {loaded:.2f} s; {len(computing)} requests, {sequences} sequences; computing {sum(computing):.2f} s "
+              f"(per request: {' '.join(f'{c:.2f}' for c in computing)}); reading requests {reading:.2f} s; writing answers {writing:.2f} s",
+              file=sys.stderr, flush=True)
     return 0

@@ -109,6 +109,31 @@ class ScoringPasses(unittest.TestCase):
                 self.assertLessEqual(float((torch.tensor(r["logprobs"], dtype=torch.float64) - want).abs().max()), 1e-5 * max(1.0, float(want.abs().max())))
                 self.assertEqual(r["greedy"], (logp.argmax(-1) == torch.tensor(s[1:])).tolist())
 
+    def test_the_server_answers_in_order_and_says_where_its_time_went(self):
+        import contextlib
+        import io
+        import json
+        import os
+        from unittest import mock
+
+        from mlactl_torch import score as SC
+
+        model = M.MLAForCausalLM(tiny_spec(variant="qk-norm", G=2))
+        randomize(model, 3)
+        model.eval()
+        requests = [{"id": 0, "seqs": [[1, 2, 3], [4, 5]]}, {"id": 1, "seqs": [[6, 7, 8, 9]]}]
+        stdin = io.StringIO("".join(json.dumps(r) + "\n" for r in requests) + "\n")
+        out, err = io.StringIO(), io.StringIO()
+        with mock.patch.object(SC, "load_for_scoring", return_value=model), mock.patch.object(SC.sys, "stdin", stdin), \
+                mock.patch.object(SC.sys, "stdout", out), mock.patch.dict(os.environ, {"MLACTL_SCORE_TIMING": "1"}), contextlib.redirect_stderr(err):
+            self.assertEqual(SC.serve("unused", "cpu", "fp32", 4, 0), 0)
+        lines = [json.loads(l) for l in out.getvalue().splitlines()]
+        self.assertEqual(lines[0]["event"], "ready")
+        self.assertEqual([l["id"] for l in lines[1:]], [0, 1])
+        self.assertEqual([len(r["logprobs"]) for r in lines[1]["results"]], [2, 1])
+        self.assertRegex(err.getvalue(), r"^score timing: loading [\d.]+ s; 2 requests, 3 sequences; computing [\d.]+ s \(per request: [\d.]+ [\d.]+\); "
+                                         r"reading requests [\d.]+ s; writing answers [\d.]+ s\n$")
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -36,9 +36,9 @@ export interface EvaluateRunResult {
   /** eval/ for whole tasks, eval/limit-N/ for a limited look. */
   resultsDir: string;
   evaluations: EvalSummary[];
-  /** Items over the whole evaluation's wall clock: opening each checkpoint's scorer (a torch engine's start, model load and compilation) included. */
+  /** Items over the whole evaluation's wall clock, opening each checkpoint's scorer (a torch engine's start and model load) included. */
   itemsPerSecond: number;
-  /** Items over the time spent scoring them alone: the steady rate that a larger task set approaches. */
+  /** Items over the time spent scoring them alone (a compiling engine compiles on its first requests, inside this time). */
   scoringItemsPerSecond: number;
   /** Seconds spent opening scorers, summed over checkpoints. */
   openSeconds: number;
