@@ -11,7 +11,7 @@ REPEATS=${REPEATS:-20}
 mkdir -p "$OUT"
 export MLACTL_PYTHON=${MLACTL_PYTHON:-python3}
 mlactl=(bash .gpu/mlactl.sh)
-step() { local name=$1 limit=$2; shift 2; echo "== $name"; timeout "$limit" "$@" > "$OUT/$name.log" 2>&1; echo "$name rc=$? ${SECONDS}s" | tee -a "$OUT/steps.txt"; tail -n 3 "$OUT/$name.log"; }
+source "$(dirname "$0")/steps.sh"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 $MLACTL_PYTHON -c 'import torch, triton; print("torch", torch.__version__, "cuda", torch.version.cuda, "triton", triton.__version__)' 2>&1 | tee -a "$OUT/gpu.txt"
 

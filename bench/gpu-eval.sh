@@ -16,11 +16,11 @@ DATA=${DATA:-.gpu-data/brown-gpt2}
 mlactl=(bash .gpu/mlactl.sh)
 run=/tmp/eval-$MODEL
 mkdir -p "$OUT"
-step() { local name=$1 limit=$2; shift 2; echo "== $name ($(date +%T))"; timeout "$limit" "$@" > "$OUT/$name.log" 2>&1; echo "$name rc=$? at ${SECONDS}s" | tee -a "$OUT/steps.txt"; tail -n 2 "$OUT/$name.log"; }
+source "$(dirname "$0")/steps.sh"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 
-# One step of the preset's batch: validation and the max-logit pass off, the final checkpoint kept.
-tokens=32768 # 16 x 2048: one step
+# A checkpoint of the preset's shape: validation and the max-logit pass off, the final checkpoint kept.
+tokens=32768 # one step of paper-400m (16 x 2048); a few of a shorter-window preset
 step train ${TRAIN_LIMIT:-200} "${mlactl[@]}" train -c "configs/models/$MODEL.yaml" --engine torch --run-dir "$run" --force \
   --set data.source="$DATA" --set train.tokens=$tokens --set train.batch_size=16 --set train.grad_accum=1 --set train.warmup_tokens=0 \
   --set train.eval_every_tokens=0 --set train.ckpt_every_tokens=0 --set train.maxlogit_every_steps=1000

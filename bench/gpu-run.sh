@@ -5,7 +5,8 @@
 set -uo pipefail
 OUT=${OUT:?set OUT to a folder for the results}
 mlactl=(bash .gpu/mlactl.sh)
-step() { local name=$1 limit=$2; shift 2; echo "== $name"; local t0=$SECONDS; timeout "$limit" "$@" > "$OUT/$name.log" 2>&1; echo "$name rc=$? ${SECONDS}s" | tee -a "$OUT/steps.txt"; tail -n 25 "$OUT/$name.log"; }
+STEP_TAIL=25
+source "$(dirname "$0")/steps.sh"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > "$OUT/gpu.txt" 2>&1; cat "$OUT/gpu.txt"
 
 # 1. decode latency, default DeepSeek-like dims, one sequence, 1k..256k, all three caches

@@ -18,7 +18,7 @@ SKIP=${SKIP:-20}
 LIMIT=${LIMIT:-140}
 DATA=${DATA:-.gpu-data/brown-gpt2}
 mlactl=(bash .gpu/mlactl.sh)
-step() { local name=$1 limit=$2; shift 2; echo "== $name ($(date +%T))"; timeout "$limit" "$@" > "$OUT/$name.log" 2>&1; echo "$name rc=$? at ${SECONDS}s" | tee -a "$OUT/steps.txt"; tail -n 3 "$OUT/$name.log"; }
+source "$(dirname "$0")/steps.sh"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)' | tee -a "$OUT/gpu.txt"
 
