@@ -183,6 +183,11 @@ def score(args) -> int:
     except CheckpointError as e:
         sys.stdout.write(json.dumps({"event": "error", "message": str(e).splitlines()[0]}) + "\n")
         return 2
+    except (KeyboardInterrupt, BrokenPipeError):
+        # The user's Ctrl-C reaches this process with the CLI, which stops reading: end quietly, not with a
+        # traceback under the CLI's own message (stdout to /dev/null, so exiting does not flush into the closed pipe).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 130
 
 
 def _ids(text: str, flag: str):

@@ -1,10 +1,10 @@
 // Evaluation through the torch engine's scorer (issue #13, CPU part): the same checkpoint and items scored by both
 // engines give log-probs within 1e-4 (fp32) and the same result files.
-import { spawnSync } from 'child_process';
+import { spawn, spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { findTorch } from '../../src/engine/torch';
+import { findTorch, pythonEnv } from '../../src/engine/torch';
 
 const ROOT = path.resolve(__dirname, '../..');
 const BIN = path.join(ROOT, 'bin', 'run.js');
@@ -38,3 +38,24 @@ test('eval --engine torch equals eval with tfjs: per-choice log-probs within 1e-
   const shape = (r: Record<string, unknown>) => JSON.stringify(r, (k, v) => (typeof v === 'number' ? 0 : v));
   expect(shape(results('torch'))).toBe(shape(results('tfjs')));
 });
+
+test('a Ctrl-C reaching the scoring process ends it quietly with 130, no traceback', async () => {
+  expect('probe' in found).toBe(true);
+  if (!('probe' in found)) return;
+  const ckptRoot = path.join(dir, 'torch', 'ckpt');
+  const ckpt = path.join(ckptRoot, fs.readdirSync(ckptRoot).sort().pop()!);
+  const child = spawn(found.probe.python, ['-m', 'mlactl_torch', 'score', '--model', ckpt, '--device', 'cpu'], { env: pythonEnv() });
+  let stdout = '';
+  let stderr = '';
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  const ended = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
+  await new Promise<void>((resolve) =>
+    child.stdout.on('data', (d: Buffer) => {
+      stdout += d.toString();
+      if (stdout.includes('"ready"')) resolve();
+    }),
+  );
+  child.kill('SIGINT'); // waiting on stdin for a request, as between an evaluation's requests
+  expect(await ended).toBe(130);
+  expect(stderr).not.toMatch(/Traceback/);
+}, 60000);
