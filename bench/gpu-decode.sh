@@ -40,10 +40,9 @@ if [[ ${PLAIN:-0} == 1 ]]; then
   decode decode-bf16-b1-plain bf16 1 latent,latent+invrms ${DECODE_LIMIT:-120}
   unset MLACTL_DECODE_CHUNKED
 fi
-# Scoring compiles the decoder blocks on CUDA (what `eval --engine torch` does); EAGER=1 adds the eager figure
-# (MLACTL_SCORE_COMPILE=0, inherited by the scoring process from the CLI's environment). SCORE=0 skips scoring.
+# The scoring server's steady items/s (eager, shared contexts packed: what `eval --engine torch` does); bench/gpu-eval.sh
+# times the whole evaluation and the other arms. SCORE=0 skips it.
 [[ ${SCORE:-1} == 1 ]] && step score-paper-400m ${SCORE_LIMIT:-120} "$MLACTL_PYTHON" python/tools/bench_score.py --preset paper-400m --items ${SCORE_ITEMS:-2000} --precision bf16
-[[ ${EAGER:-0} == 1 ]] && step score-paper-400m-eager ${SCORE_LIMIT:-60} env MLACTL_SCORE_COMPILE=0 "$MLACTL_PYTHON" python/tools/bench_score.py --preset paper-400m --items ${SCORE_ITEMS:-2000} --precision bf16
 
 echo "== summary (median ms per decode step of one layer; ratio: median per-round latent+invrms / latent; of bound: bandwidth bound / median)"
 "$MLACTL_PYTHON" - "$OUT" <<'PY'

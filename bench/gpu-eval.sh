@@ -7,7 +7,7 @@
 #   scripts/gpu-pack.sh
 #   mlactl data prepare --source brown --tokenizer gpt2 --out .gpu-data/brown-gpt2 --config configs/models/paper-400m.yaml
 #   (carry .gpu and .gpu-data to the GPU machine; there, from the project root:)
-#   OUT=/some/folder bash bench/gpu-eval.sh            # MODEL=paper-400m ITEMS=10000 PRECISIONS="bf16 fp32" EAGER=1
+#   OUT=/some/folder bash bench/gpu-eval.sh            # MODEL=paper-400m ITEMS=10000 PRECISIONS="bf16 fp32" UNPACKED=1 STEADY=1
 set -uo pipefail
 OUT=${OUT:?set OUT to a folder for the results}
 MODEL=${MODEL:-paper-400m}
@@ -26,7 +26,7 @@ step train ${TRAIN_LIMIT:-200} "${mlactl[@]}" train -c "configs/models/$MODEL.ya
   --set train.eval_every_tokens=0 --set train.ckpt_every_tokens=0 --set train.maxlogit_every_steps=1000
 step items 60 python3 bench/eval_items.py --items "$ITEMS" --out /tmp/items.jsonl
 # The scoring process reports where its time went (MLACTL_SCORE_TIMING: loading, each request's computing, reading
-# requests, writing answers), so the first requests' compilation shows apart from the steady rate.
+# requests, writing answers).
 export MLACTL_SCORE_TIMING=1
 evaluate() {
   local name=$1 precision=$2; shift 2
@@ -36,8 +36,17 @@ evaluate() {
   echo "$name rc=$? at ${SECONDS}s" | tee -a "$OUT/steps.txt"
 }
 for precision in ${PRECISIONS:-bf16 fp32}; do evaluate "eval-$precision" "$precision"; done
-# EAGER=1: bf16 again with the blocks left eager (no compilation on the first requests).
-[[ ${EAGER:-0} == 1 ]] && evaluate eval-bf16-eager bf16 MLACTL_SCORE_COMPILE=0
+# UNPACKED=1: bf16 again with every sequence in its own row (no shared contexts), side by side.
+[[ ${UNPACKED:-0} == 1 ]] && evaluate eval-bf16-unpacked bf16 MLACTL_SCORE_PACK=0
+# STEADY=1: the scoring code alone on random items of the same shape, warm (tools/bench_score.py): packed, unpacked,
+# and packed with compiled blocks, whose compilation the warm-up requests absorb.
+if [[ ${STEADY:-0} == 1 ]]; then
+  for arm in "packed" "unpacked --no-pack" "compiled --compile"; do
+    set -- $arm
+    name=$1; shift
+    step steady-$name ${STEADY_LIMIT:-120} python3 python/tools/bench_score.py --preset "$MODEL" --items "$ITEMS" --precision bf16 "$@"
+  done
+fi
 
 echo "== summary: mlactl eval --engine torch, $MODEL, $ITEMS four-choice items ($(head -n 1 "$OUT/gpu.txt"))"
 python3 - "$OUT" <<'PY'
@@ -56,4 +65,5 @@ for path in sorted(glob.glob(os.path.join(out, "eval-*.log"))):
         print(f"{name}: no result ({type(e).__name__}: {e}; see {name}.log)")
     print("  " + (timing[-1] if timing else "(no score timing line)"))
 PY
+for f in "$OUT"/steady-*.log; do [[ -f $f ]] && echo "$(basename "$f" .log): $(grep '"bench"' "$f" | tail -n 1)"; done
 cat "$OUT/steps.txt"

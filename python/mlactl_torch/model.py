@@ -150,11 +150,15 @@ def apply_rope(z: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     """
     Rotate adjacent pairs (2i, 2i+1) of the last axis (dr) of z [B, T, ..., dr] at positions 0..T-1:
         y[2i] = z[2i] cos - z[2i+1] sin,   y[2i+1] = z[2i] sin + z[2i+1] cos
-    cos, sin: [T, dr/2]. The layout is the interleaved one of RoFormer, not the half-split of GPT-NeoX.
+    cos, sin: the tables [max_len, dr/2], or rows already picked per token [B, T, dr/2] (packed scoring rows, whose
+    positions restart within a row). The layout is the interleaved one of RoFormer, not the half-split of GPT-NeoX.
     """
-    T = z.shape[1]
-    shape = (1, T) + (1,) * (z.dim() - 3) + (z.shape[-1] // 2,)
-    c, s = cos[:T].to(z.dtype).view(shape), sin[:T].to(z.dtype).view(shape)
+    B, T = z.shape[:2]
+    per_token = cos.dim() == 3
+    shape = (B if per_token else 1, T) + (1,) * (z.dim() - 3) + (z.shape[-1] // 2,)
+    if not per_token:
+        cos, sin = cos[:T], sin[:T]
+    c, s = cos.to(z.dtype).view(shape), sin.to(z.dtype).view(shape)
     z0, z1 = z[..., 0::2], z[..., 1::2]
     return torch.stack([z0 * c - z1 * s, z0 * s + z1 * c], dim=-1).flatten(-2)
 
@@ -191,18 +195,22 @@ def _sdpa_takes_scale() -> bool:
 SDPA_TAKES_SCALE = _sdpa_takes_scale()
 
 
-def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
-    """softmax(scale q kᵀ + causal mask) v for q, k [B, H, T, dn+dr], v [B, H, T, dv] -> [B, H, T, dv]."""
+def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """
+    softmax(scale q kᵀ + mask) v for q, k [B, H, T, dn+dr], v [B, H, T, dv] -> [B, H, T, dv]. The mask is causal,
+    or `mask` [B, 1, T, T] (True: may attend) when given: scoring packs sequences that share a prefix into one row.
+    """
     if HAS_SDPA:
+        causal = mask is None
         if SDPA_TAKES_SCALE:
-            return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale)
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, scale=scale)
         # torch 2.0 has no scale argument; its default 1/sqrt(q.size(-1)) = 1/sqrt(dn+dr) is exactly ours.
         assert abs(scale - 1.0 / math.sqrt(q.shape[-1])) < 1e-12
-        return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
     T = q.shape[2]
     scores = (q @ k.transpose(-1, -2)) * scale  # [B, H, T, T]
-    masked = torch.ones(T, T, dtype=torch.bool, device=q.device).triu(1)
-    return torch.softmax(scores.masked_fill(masked, float("-inf")), dim=-1) @ v
+    hidden = torch.ones(T, T, dtype=torch.bool, device=q.device).triu(1) if mask is None else ~mask
+    return torch.softmax(scores.masked_fill(hidden, float("-inf")), dim=-1) @ v
 
 
 class MLAttention(nn.Module):
@@ -225,7 +233,7 @@ class MLAttention(nn.Module):
             self.q_norm = GroupedQKNorm(s)
             self.k_norm = GroupedQKNorm(s)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, keep_qk: bool = False):
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, keep_qk: bool = False, mask: Optional[torch.Tensor] = None):
         """x [B, T, d] -> (out [B, T, d], (q, k) detached [B, H, T, dn+dr] after QK-norm and RoPE, or None)."""
         s = self.spec
         B, T, _ = x.shape
@@ -241,7 +249,7 @@ class MLAttention(nn.Module):
         q = torch.cat([q[..., : s.dn], apply_rope(q[..., s.dn :], cos, sin)], dim=-1)
         k = torch.cat([k[..., : s.dn], apply_rope(k[..., s.dn :], cos, sin)], dim=-1)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [B, H, T, .]
-        o = causal_attention(q, k, v.to(q.dtype), s.scale)  # [B, H, T, dv]
+        o = causal_attention(q, k, v.to(q.dtype), s.scale, mask)  # [B, H, T, dv]
         out = self.o_proj(o.transpose(1, 2).reshape(B, T, s.H * s.dv))
         return out, ((q.detach(), k.detach()) if keep_qk else None)
 
@@ -287,8 +295,8 @@ class DecoderLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(spec.d, spec.norm_eps)
         self.mlp = MLP(spec)
 
-    def forward(self, x, cos, sin, keep_qk: bool = False):
-        a, qk = self.self_attn(self.input_layernorm(x), cos, sin, keep_qk)
+    def forward(self, x, cos, sin, keep_qk: bool = False, mask: Optional[torch.Tensor] = None):
+        a, qk = self.self_attn(self.input_layernorm(x), cos, sin, keep_qk, mask)
         h = x + a
         return h + self.mlp(self.post_attention_layernorm(h)), qk
 
@@ -306,11 +314,16 @@ class MLAModel(nn.Module):
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
 
-    def forward(self, tokens: torch.Tensor, keep_qk: bool = False):
+    def forward(self, tokens: torch.Tensor, keep_qk: bool = False, positions: Optional[torch.Tensor] = None, mask: Optional[torch.Tensor] = None):
+        """
+        Positions are 0..T-1 and attention causal, unless scoring passes packed rows: `positions` [B, T] (each
+        token's position in its own sequence) and `mask` [B, 1, T, T] (True where a token may attend).
+        """
         x = self.embed_tokens(tokens)  # [B, T, d]
+        cos, sin = (self.rope_cos, self.rope_sin) if positions is None else (self.rope_cos[positions], self.rope_sin[positions])
         kept = []
         for layer in self.layers:
-            x, qk = layer(x, self.rope_cos, self.rope_sin, keep_qk)
+            x, qk = layer(x, cos, sin, keep_qk, mask)
             kept.append(qk)
         return self.norm(x), (kept if keep_qk else None)
 

@@ -1,14 +1,17 @@
 """A long-lived scoring process for one checkpoint: `python -m mlactl_torch score --model DIR`.
 
 The CLI's evaluation keeps its tasks, metrics and result files in TypeScript and asks this process only for what
-lm-evaluation-harness asks a model (PROTOCOL.md, "Scoring"): per-token log-probabilities of whole token
-sequences, and whether each token was the greedy choice. One JSON request per stdin line, one JSON answer per
-stdout line, until stdin closes.
+lm-evaluation-harness asks a model (PROTOCOL.md, "Scoring"): per-token log-probabilities of token sequences from a
+given position on (a continuation's tokens, or a rolling window's new ones), and whether each token was the greedy
+choice. One JSON request per stdin line, one JSON answer per stdout line, until stdin closes.
 
-Throughput (GPU): a request's sequences are sorted by length and cut into forward passes of at most
-`token_budget` padded tokens, sized to the device's free memory (the [B, T, V] logits dominate), so padding is
-small and passes are as large as fit; the log-probabilities are picked on the device (logit minus logsumexp, no
-[B, T, V] log-softmax kept) and every pass's results stay there until one host read per request.
+Throughput (GPU), three things:
+- Sequences that share a prefix (a multiple-choice item's choices after one context) are packed into one row: the
+  prefix once, then each sequence's own tokens at their own positions, each attending to the prefix and to itself
+  only (a block mask). For HellaSwag-sized items that feeds about 170 tokens per item instead of about 420.
+- The output head runs only at the positions asked for, so the [*, V] logits of context tokens are never formed.
+- Rows are sorted by length and cut into forward passes of at most `token_budget` padded tokens, sized to the
+  device's free memory; every pass's results stay on the device until one host read per request.
 """
 from __future__ import annotations
 
@@ -16,41 +19,39 @@ import json
 import os
 import sys
 import time
-from typing import List
+from typing import List, NamedTuple, Optional, Sequence
 
 import torch
+import torch.nn.functional as F
 
 from .checkpoint import load_model_weights, read_config, spec_from_checkpoint_config
 from .model import MLAForCausalLM, compile_blocks
 
 CPU_TOKEN_BUDGET = 16384
 MAX_TOKEN_BUDGET = 1 << 20
+# A sequence joins the row before it when they share at least this many leading tokens: fewer saves too little
+# to leave the plain causal pass (and its flash kernel) for a masked one.
+MIN_SHARED = 4
+# Packed rows stay this short, so the [B, 1, T, T] mask stays small beside the activations.
+PACKED_ROW_LIMIT = 512
 
 
-def load_for_scoring(folder: str, device: str) -> MLAForCausalLM:
+def load_for_scoring(folder: str, device: str, compile: bool = False) -> MLAForCausalLM:
     """The checkpoint's weights, checked strictly as for training, in float32 (bf16 only inside autocast)."""
     model = MLAForCausalLM(spec_from_checkpoint_config(read_config(folder)))
     with torch.no_grad():
         load_model_weights(folder, model)
     model = model.to(device).eval()
-    if compile_for_scoring(device):
+    if compile and str(device).startswith("cuda") and hasattr(torch, "compile"):
         compile_blocks(model)
     return model
-
-
-def compile_for_scoring(device) -> bool:
-    """
-    Compile the blocks on CUDA unless MLACTL_SCORE_COMPILE=0: on an H200, paper-400m in bf16 scored 735 items/s
-    compiled against 420 eager (bench/NOTES.md). Not on the CPU, where compiling costs more than a scoring run saves.
-    """
-    return str(device).startswith("cuda") and hasattr(torch, "compile") and os.environ.get("MLACTL_SCORE_COMPILE", "1") != "0"
 
 
 def token_budget(model: MLAForCausalLM, device: str, dtype: torch.dtype) -> int:
     """
     Padded tokens per forward pass. CUDA: half the free memory over what a token costs at the head (the logits in
-    the matmul dtype, their float32 copy and the logsumexp's temporary) plus one layer's activations (no autograd
-    keeps them past their layer). CPU: a fixed budget.
+    the matmul dtype, their float32 copy and the logsumexp's temporary: as if every position were scored) plus one
+    layer's activations (no autograd keeps them past their layer). CPU: a fixed budget.
     """
     if not str(device).startswith("cuda"):
         return CPU_TOKEN_BUDGET
@@ -60,8 +61,44 @@ def token_budget(model: MLAForCausalLM, device: str, dtype: torch.dtype) -> int:
     return int(max(512, min(MAX_TOKEN_BUDGET, free // 2 // per_token)))
 
 
+class Row(NamedTuple):
+    """
+    One row of a forward pass: `members` (sequence indices) share their first `shared` tokens, fed once; then each
+    member's own tokens up to its second-to-last (the last is only a target). A lone sequence is a row whose
+    shared part is all it feeds.
+    """
+    members: List[int]
+    shared: int
+    length: int  # tokens fed
+
+
+def pack_rows(seqs: Sequence[Sequence[int]], limit: int = PACKED_ROW_LIMIT) -> List[Row]:
+    """
+    Rows in request order: a sequence joins the row before it when it shares at least MIN_SHARED leading tokens
+    with that row's first sequence and the row stays within `limit` tokens. Callers that send a prefix's sequences
+    next to each other (the CLI does) get them packed; any order is still scored correctly.
+    """
+    rows: List[Row] = []
+    for i, seq in enumerate(seqs):
+        if rows and len(seq) > MIN_SHARED:
+            row = rows[-1]
+            first = seqs[row.members[0]]
+            p = min(row.shared, len(seq) - 1)
+            if first[:p] != list(seq[:p]):
+                p = 0
+                while p < min(len(first), len(seq)) - 1 and first[p] == seq[p]:
+                    p += 1
+            own = sum(len(seqs[m]) - 1 for m in row.members) + len(seq) - 1  # fed tokens if nothing were shared
+            length = own - len(row.members) * p  # the prefix fed once instead of once per member
+            if p >= MIN_SHARED and length <= limit:
+                rows[-1] = Row(row.members + [i], p, length)
+                continue
+        rows.append(Row([i], len(seq) - 1, len(seq) - 1))
+    return rows
+
+
 def plan_passes(lengths: List[int], budget: int) -> List[List[int]]:
-    """Indices of sequences per forward pass: longest first, each pass's count x its longest length <= budget."""
+    """Indices of rows per forward pass: longest first, each pass's count x its longest length <= budget."""
     order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
     passes: List[List[int]] = []
     for i in order:
@@ -73,67 +110,130 @@ def plan_passes(lengths: List[int], budget: int) -> List[List[int]]:
 
 
 @torch.no_grad()
-def score_pass(model: MLAForCausalLM, seqs: List[List[int]], device: str, dtype: torch.dtype):
+def score_pass(model: MLAForCausalLM, seqs: Sequence[Sequence[int]], starts: Sequence[int], rows: List[Row], device: str, dtype: torch.dtype):
     """
-    One forward pass over sequences right-padded to the longest (causal attention: padding after a sequence never
-    reaches it). Returns, on the device, the log-probabilities [B, T-1] and greedy flags [B, T-1].
+    One forward pass over `rows`, right-padded to the longest. Returns, on the device, the log-probabilities and
+    greedy flags of every scored position, flattened in the order of the rows' members (each member's positions
+    starts[i]..n-2 in order), so the host reads exactly the answer.
     """
-    T = max(len(s) for s in seqs)
-    rows = [s + [0] * (T - len(s)) for s in seqs]
-    tokens = torch.tensor(rows, dtype=torch.long)
-    if str(device).startswith("cuda"):
-        tokens = tokens.pin_memory().to(device, non_blocking=True)
+    T = max(r.length for r in rows)
+    tokens = [[0] * T for _ in rows]
+    positions = [[0] * T for _ in rows]
+    segments = [[-2] * T for _ in rows]  # -1 the shared prefix, j member j's own tokens, -2 padding
+    pick_row: List[int] = []
+    pick_col: List[int] = []
+    targets: List[int] = []
+    packed = any(len(r.members) > 1 for r in rows)
+    for b, row in enumerate(rows):
+        p = row.shared
+        first = seqs[row.members[0]]
+        tokens[b][:p] = first[:p]
+        positions[b][:p] = range(p)
+        segments[b][:p] = [-1] * p
+        at = p  # where the next member's own tokens start in the row
+        for j, i in enumerate(row.members):
+            seq, n, f = seqs[i], len(seqs[i]), starts[i]
+            own = n - 1 - p
+            tokens[b][at : at + own] = seq[p : n - 1]
+            positions[b][at : at + own] = range(p, n - 1)
+            segments[b][at : at + own] = [j] * own
+            # Position k's prediction sits in the prefix for k < p and at at + k - p after it.
+            cols = list(range(f, p)) + list(range(at + max(f, p) - p, at + own))
+            pick_col.extend(cols)
+            pick_row.extend([b] * len(cols))
+            targets.extend(seq[f + 1 : n])
+            at += own
+    on_cuda = str(device).startswith("cuda")
+
+    def put(values, dtype_=torch.long):
+        t = torch.tensor(values, dtype=dtype_)
+        return t.pin_memory().to(device, non_blocking=True) if on_cuda else t
+
+    fed = put(tokens)  # [B, T]
+    mask = where = None
+    if packed:
+        where = put(positions)  # [B, T]
+        seg = put(segments)
+        T_ = torch.arange(T, device=fed.device)
+        causal = T_[None, :] <= T_[:, None]  # [T(query), T(key)]
+        # A token sees the shared prefix and its own member's tokens, causally; padding sees the prefix and itself.
+        mask = causal[None] & ((seg[:, None, :] == -1) | (seg[:, None, :] == seg[:, :, None]))  # [B, T, T]
+        mask = mask[:, None]  # [B, 1, T, T], broadcast over heads
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if dtype == torch.bfloat16 else torch.autocast("cpu", enabled=False)
+    rows_t, cols_t, target = put(pick_row), put(pick_col), put(targets)
     with autocast:
-        logits = model(tokens[:, :-1]).logits  # [B, T-1, V]
+        h, _ = model.model(fed, positions=where, mask=mask)  # [B, T, d]
+        logits = F.linear(h[rows_t, cols_t], model.head_weight())  # [N, V], only where asked
     logits = logits.float()  # log-probabilities in float32 whatever the matmul precision
-    targets = tokens[:, 1:]
-    picked = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)  # [B, T-1]
-    greedy = logits.argmax(-1) == targets
+    picked = logits.gather(-1, target[:, None]).squeeze(-1) - torch.logsumexp(logits, dim=-1)  # [N]
+    greedy = logits.argmax(-1) == target
     return picked, greedy
 
 
+def check_starts(seqs: Sequence[Sequence[int]], starts: Optional[Sequence[int]]) -> List[int]:
+    """`from` of a request: one position per sequence in 0..n-2 (default all 0: every position scored)."""
+    if starts is None:
+        return [0] * len(seqs)
+    if len(starts) != len(seqs):
+        raise ValueError(f"request has {len(starts)} values in 'from' for {len(seqs)} sequences")
+    for i, (f, s) in enumerate(zip(starts, seqs)):
+        if not isinstance(f, int) or not 0 <= f <= len(s) - 2:
+            raise ValueError(f"'from' of sequence {i} is {f!r}; expected an integer in 0..{len(s) - 2}")
+    return list(starts)
+
+
 @torch.no_grad()
-def score_sequences(model: MLAForCausalLM, seqs: List[List[int]], device: str, dtype: torch.dtype, budget: int) -> List[dict]:
-    """Per-token log-probs and greedy flags of every sequence, in request order, with one host read in all."""
-    lengths = [len(s) for s in seqs]
+def score_sequences(model: MLAForCausalLM, seqs: List[List[int]], device: str, dtype: torch.dtype, budget: int,
+                    starts: Optional[Sequence[int]] = None, pack: bool = True) -> List[dict]:
+    """
+    Log-probs and greedy flags of every sequence's positions starts[i]..n-2 (log p(seq[k+1] | seq[..k])), in request
+    order, with one host read in all. `pack=False` gives every sequence its own row (for side-by-side timing).
+    """
+    starts = check_starts(seqs, starts)
+    rows = pack_rows(seqs) if pack else [Row([i], len(s) - 1, len(s) - 1) for i, s in enumerate(seqs)]
     picked_all, greedy_all, where = [], [], {}
     offset = 0
-    for indices in plan_passes(lengths, budget):
-        picked, greedy = score_pass(model, [seqs[i] for i in indices], device, dtype)
-        # Keep only real positions, flattened: what the host reads is exactly the answer.
-        valid = torch.arange(picked.shape[1], device=picked.device)[None, :] < torch.tensor([lengths[i] - 1 for i in indices], device=picked.device)[:, None]
-        picked_all.append(picked[valid])
-        greedy_all.append(greedy[valid])
-        for i in indices:
-            where[i] = offset
-            offset += lengths[i] - 1
+    for indices in plan_passes([r.length for r in rows], budget):
+        batch = [rows[i] for i in indices]
+        picked, greedy = score_pass(model, seqs, starts, batch, device, dtype)
+        picked_all.append(picked)
+        greedy_all.append(greedy)
+        for row in batch:
+            for i in row.members:
+                where[i] = offset
+                offset += len(seqs[i]) - 1 - starts[i]
     flat_picked = torch.cat(picked_all).cpu().tolist()  # the one device-to-host copy of the request
-    flat_greedy = torch.cat(greedy_all).cpu().tolist()
-    return [{"logprobs": flat_picked[where[i] : where[i] + n - 1], "greedy": flat_greedy[where[i] : where[i] + n - 1]} for i, n in enumerate(lengths)]
+    flat_greedy = torch.cat(greedy_all).int().cpu().tolist()
+    return [{"logprobs": flat_picked[where[i] : where[i] + len(s) - 1 - starts[i]], "greedy": flat_greedy[where[i] : where[i] + len(s) - 1 - starts[i]]}
+            for i, s in enumerate(seqs)]
 
 
-def score_batch(model: MLAForCausalLM, seqs: List[List[int]], device: str, dtype: torch.dtype) -> List[dict]:
+def score_batch(model: MLAForCausalLM, seqs: List[List[int]], device: str, dtype: torch.dtype, starts: Optional[Sequence[int]] = None) -> List[dict]:
     """All sequences of a request (the test suite's entry point), passes sized to this device."""
-    return score_sequences(model, seqs, device, dtype, token_budget(model, device, dtype))
+    return score_sequences(model, seqs, device, dtype, token_budget(model, device, dtype), starts)
 
 
-def serve(folder: str, device: str, precision: str, batch_size: int = 0, window: int = 0) -> int:
+def serve(folder: str, device: str, precision: str, batch_size: int = 0, window: int = 0, compile: bool = False) -> int:
     """
     Answer requests until stdin closes. `ready` reports `batch_size`: the sequences per request the caller should
     send, at least the requested `batch_size`, more on CUDA when sequences of `window` tokens fit the budget.
+    A request this process cannot score (a bad `from`) gets `{"id", "error"}` and the process goes on.
+    `compile` compiles the decoder blocks (CUDA): on an H200 it paid off only past about 60k items (bench/NOTES.md).
     With MLACTL_SCORE_TIMING=1, one line on stderr at the end says where the process's time went (loading, each
     request's computing, reading requests and writing answers), so the first requests' compilation shows apart.
+    MLACTL_SCORE_PACK=0 gives every sequence its own row (no shared prefixes), to time packing side by side.
     """
     started = time.perf_counter()
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
-    model = load_for_scoring(folder, device)
+    model = load_for_scoring(folder, device, compile)
     budget = token_budget(model, device, dtype)
+    pack = os.environ.get("MLACTL_SCORE_PACK", "1") != "0"
     suggested = batch_size
     if str(device).startswith("cuda") and window > 0:
         suggested = max(batch_size, min(8192, budget // (window + 1)))
     out = sys.stdout
-    out.write(json.dumps({"event": "ready", "device": device, "precision": "bf16" if dtype == torch.bfloat16 else "fp32", "token_budget": budget, "batch_size": suggested}) + "\n")
+    out.write(json.dumps({"event": "ready", "device": device, "precision": "bf16" if dtype == torch.bfloat16 else "fp32", "token_budget": budget,
+                          "batch_size": suggested, "compile": bool(compile and str(device).startswith("cuda")), "packs_prefixes": pack}) + "\n")
     out.flush()
     loaded = time.perf_counter() - started
     computing: List[float] = []
@@ -145,9 +245,12 @@ def serve(folder: str, device: str, precision: str, batch_size: int = 0, window:
         t0 = time.perf_counter()
         request = json.loads(line)
         t1 = time.perf_counter()
-        results = score_sequences(model, request["seqs"], device, dtype, budget)  # ends in the one host read
+        try:
+            answer = {"id": request["id"], "results": score_sequences(model, request["seqs"], device, dtype, budget, request.get("from"), pack)}
+        except ValueError as e:
+            answer = {"id": request["id"], "error": str(e)}
         t2 = time.perf_counter()
-        out.write(json.dumps({"id": request["id"], "results": results}) + "\n")
+        out.write(json.dumps(answer) + "\n")
         out.flush()
         reading, writing = reading + t1 - t0, writing + time.perf_counter() - t2
         computing.append(t2 - t1)

@@ -250,3 +250,30 @@ def run_in_process(job: dict):
 
 def steps_of(events: list) -> list:
     return [e for e in events if e["event"] == "step"]
+
+
+def choice_sets(gen, n_items: int = 6, vocab: int = 37):
+    """
+    Scoring requests shaped like multiple-choice items: a context, then 1-4 continuations of 1-6 tokens scored from
+    the context's last token; between items, a lone sequence scored from a random position. Returns (seqs, starts).
+    """
+    seqs, starts = [], []
+    for _ in range(n_items):
+        ctx = torch.randint(0, vocab, (int(torch.randint(1, 14, (1,), generator=gen)),), generator=gen).tolist()
+        for _ in range(int(torch.randint(1, 5, (1,), generator=gen))):
+            cont = torch.randint(0, vocab, (int(torch.randint(1, 7, (1,), generator=gen)),), generator=gen).tolist()
+            seqs.append(ctx + cont)
+            starts.append(max(0, len(ctx) - 1))
+        lone = torch.randint(0, vocab, (int(torch.randint(2, 30, (1,), generator=gen)),), generator=gen).tolist()
+        seqs.append(lone)
+        starts.append(int(torch.randint(0, len(lone) - 1, (1,), generator=gen)))
+    return seqs, starts
+
+
+def sequence_scores(model, seq):
+    """log p(seq[k+1] | seq[..k]) and greedy flags of one sequence scored alone by `model` (on the CPU)."""
+    import torch.nn.functional as F
+
+    with torch.no_grad():
+        logp = F.log_softmax(model(torch.tensor([seq[:-1]])).logits[0], -1)
+    return logp.gather(-1, torch.tensor(seq[1:])[:, None])[:, 0], logp.argmax(-1) == torch.tensor(seq[1:])

@@ -1,10 +1,11 @@
-"""The CUDA paths (skipped without a GPU): fused AdamW, fp32 parity with the CPU, bf16 + torch.compile training."""
+"""The CUDA paths (skipped without a GPU): fused AdamW, fp32 parity with the CPU, bf16 + torch.compile training,
+packed scoring through SDPA's masked kernels."""
 import os
 import unittest
 
 import torch
 
-from helpers import make_job, randomize, run_in_process, steps_of, temp_dir, tiny_spec
+from helpers import choice_sets, make_job, randomize, run_in_process, sequence_scores, steps_of, temp_dir, tiny_spec
 from mlactl_torch import model as M
 from mlactl_torch import optim as O
 
@@ -15,6 +16,25 @@ CUDA = torch.cuda.is_available()
 class CudaPaths(unittest.TestCase):
     def setUp(self):
         self.dir = temp_dir(self)
+
+    def test_packed_scoring_matches_a_float64_forward_per_sequence(self):
+        import copy
+
+        from mlactl_torch.score import score_sequences
+
+        model = M.MLAForCausalLM(tiny_spec(variant="qk-norm", G=2))
+        randomize(model, 4)
+        model.eval()
+        ref = copy.deepcopy(model).double()
+        seqs, starts = choice_sets(torch.Generator().manual_seed(1), n_items=12)
+        model = model.cuda()
+        for precision, tolerance in ((torch.float32, 1e-4), (torch.bfloat16, 0.1)):
+            for pack in (True, False):
+                with self.subTest(precision=str(precision), pack=pack):
+                    results = score_sequences(model, seqs, "cuda", precision, 4096, starts, pack)
+                    for s, f, r in zip(seqs, starts, results):
+                        want, _ = sequence_scores(ref, s)
+                        self.assertLessEqual(float((torch.tensor(r["logprobs"], dtype=torch.float64) - want[f:]).abs().max()), tolerance * max(1.0, float(want.abs().max())))
 
     def test_fused_adamw_matches_the_pure_update(self):
         if not O.FUSED_ADAMW_AVAILABLE:

@@ -4,12 +4,12 @@ import unittest
 import torch
 import torch.nn.functional as F
 
-from helpers import randomize, tiny_spec
+from helpers import choice_sets, randomize, sequence_scores, tiny_spec
 from mlactl_torch import bench_decode as BD
 from mlactl_torch import model as M
 from mlactl_torch.decode import DecodeLayer
 from mlactl_torch.model import ModelSpec, rope_tables
-from mlactl_torch.score import plan_passes, score_sequences
+from mlactl_torch.score import pack_rows, plan_passes, score_sequences
 
 DIMS = dict(variant="qk-norm", vocab=1, d=32, L=1, H=4, dq=0, dc=16, dn=8, dr=4, dv=8, dff=1, G=2, scope="full", qk_eps=1e-6, norm_eps=1e-6,
             rope_theta=10000.0, max_seq_len=1, tied=True, init_std=0.02)
@@ -94,20 +94,55 @@ class ScoringPasses(unittest.TestCase):
             self.assertEqual([lengths[i] for i in p], sorted((lengths[i] for i in p), reverse=True))
         self.assertEqual([lengths[p[0]] for p in passes], sorted((lengths[p[0]] for p in passes), reverse=True))
 
-    def test_scores_equal_a_separate_forward_per_sequence(self):
-        model = M.MLAForCausalLM(tiny_spec(variant="qk-norm", G=2))
-        randomize(model, 2)
+
+    def test_scores_equal_a_float64_forward_per_sequence_packed_or_not(self):
+        import copy
+
+        for spec in (tiny_spec(variant="qk-norm", G=2), tiny_spec(variant="baseline", dq=7), tiny_spec(variant="qk-norm", G=4, scope="nope")):
+            model = M.MLAForCausalLM(spec)
+            randomize(model, 2)
+            model.eval()
+            ref = copy.deepcopy(model).double()
+            seqs, starts = choice_sets(torch.Generator().manual_seed(0))
+            for pack in (True, False):
+                for budget in (60, 4096):  # several passes, with padding; one pass
+                    with self.subTest(variant=spec.variant, scope=spec.scope, dq=spec.dq, pack=pack, budget=budget):
+                        results = score_sequences(model, seqs, "cpu", torch.float32, budget, starts, pack)
+                        for s, f, r in zip(seqs, starts, results):
+                            want, greedy = sequence_scores(ref, s)
+                            self.assertEqual(len(r["logprobs"]), len(s) - 1 - f)
+                            err = float((torch.tensor(r["logprobs"], dtype=torch.float64) - want[f:]).abs().max())
+                            self.assertLessEqual(err, 1e-5 * max(1.0, float(want.abs().max())))  # float32 against float64
+                            self.assertEqual(r["greedy"], greedy[f:].int().tolist())
+
+    def test_a_choice_set_packs_into_one_row_and_order_does_not_change_scores(self):
+        ctx = list(range(1, 11))
+        seqs = [ctx + [11, 12], ctx + [13], ctx + [14, 15, 16], [20, 21, 22], ctx[:6] + [30, 31], [5, 6, 7, 8, 9, 1]]
+        rows = pack_rows(seqs)
+        # The three choices share all 10 context tokens; the lone one breaks the run; a 6-token prefix shared with
+        # the context is a new row (it follows a lone sequence), and the last shares only 0 tokens.
+        self.assertEqual([(r.members, r.shared, r.length) for r in rows],
+                         [([0, 1, 2], 10, 10 + 1 + 0 + 2), ([3], 2, 2), ([4], 7, 7), ([5], 5, 5)])
+        self.assertEqual([(r.members, r.shared) for r in pack_rows([ctx + [1], ctx[:5] + [9, 9]])], [([0, 1], 5)])  # the prefix shrinks to fit
+        self.assertEqual(len(pack_rows([ctx + [1, 2], ctx + [3, 4]], limit=11)), 2)  # 12 tokens packed: over the limit
+        self.assertEqual(len(pack_rows([ctx + [1, 2], ctx + [3, 4]], limit=12)), 1)
+        model = M.MLAForCausalLM(tiny_spec(variant="qk-clip"))
+        randomize(model, 5)
         model.eval()
-        gen = torch.Generator().manual_seed(0)
-        seqs = [torch.randint(0, 37, (int(n),), generator=gen).tolist() for n in torch.randint(2, 30, (17,), generator=gen)]
-        results = score_sequences(model, seqs, "cpu", torch.float32, budget=60)  # several passes
-        with torch.no_grad():
-            for s, r in zip(seqs, results):
-                logp = F.log_softmax(model(torch.tensor([s[:-1]])).logits[0].double(), -1)
-                want = logp.gather(-1, torch.tensor(s[1:])[:, None])[:, 0]
-                self.assertEqual(len(r["logprobs"]), len(s) - 1)
-                self.assertLessEqual(float((torch.tensor(r["logprobs"], dtype=torch.float64) - want).abs().max()), 1e-5 * max(1.0, float(want.abs().max())))
-                self.assertEqual(r["greedy"], (logp.argmax(-1) == torch.tensor(s[1:])).tolist())
+        starts = [9, 9, 9, 0, 5, 2]
+        base = score_sequences(model, seqs, "cpu", torch.float32, 4096, starts)
+        order = [4, 2, 5, 0, 3, 1]
+        shuffled = score_sequences(model, [seqs[i] for i in order], "cpu", torch.float32, 4096, [starts[i] for i in order])
+        for k, i in enumerate(order):
+            self.assertEqual(shuffled[k]["greedy"], base[i]["greedy"])
+            self.assertLessEqual(max(abs(a - b) for a, b in zip(shuffled[k]["logprobs"], base[i]["logprobs"])), 1e-5)
+
+    def test_bad_starts_are_refused_naming_the_sequence(self):
+        model = M.MLAForCausalLM(tiny_spec())
+        with self.assertRaisesRegex(ValueError, r"'from' of sequence 1 is 2; expected an integer in 0\.\.1"):
+            score_sequences(model, [[1, 2, 3], [4, 5, 6]], "cpu", torch.float32, 100, [0, 2])
+        with self.assertRaisesRegex(ValueError, r"1 values in 'from' for 2 sequences"):
+            score_sequences(model, [[1, 2, 3], [4, 5, 6]], "cpu", torch.float32, 100, [0])
 
     def test_the_server_answers_in_order_and_says_where_its_time_went(self):
         import contextlib
@@ -121,7 +156,7 @@ class ScoringPasses(unittest.TestCase):
         model = M.MLAForCausalLM(tiny_spec(variant="qk-norm", G=2))
         randomize(model, 3)
         model.eval()
-        requests = [{"id": 0, "seqs": [[1, 2, 3], [4, 5]]}, {"id": 1, "seqs": [[6, 7, 8, 9]]}]
+        requests = [{"id": 0, "seqs": [[1, 2, 3], [4, 5]]}, {"id": 1, "seqs": [[6, 7, 8, 9]], "from": [5]}, {"id": 2, "seqs": [[6, 7, 8, 9]], "from": [1]}]
         stdin = io.StringIO("".join(json.dumps(r) + "\n" for r in requests) + "\n")
         out, err = io.StringIO(), io.StringIO()
         with mock.patch.object(SC, "load_for_scoring", return_value=model), mock.patch.object(SC.sys, "stdin", stdin), \
@@ -129,9 +164,11 @@ class ScoringPasses(unittest.TestCase):
             self.assertEqual(SC.serve("unused", "cpu", "fp32", 4, 0), 0)
         lines = [json.loads(l) for l in out.getvalue().splitlines()]
         self.assertEqual(lines[0]["event"], "ready")
-        self.assertEqual([l["id"] for l in lines[1:]], [0, 1])
+        self.assertEqual([l["id"] for l in lines[1:]], [0, 1, 2])
         self.assertEqual([len(r["logprobs"]) for r in lines[1]["results"]], [2, 1])
-        self.assertRegex(err.getvalue(), r"^score timing: loading [\d.]+ s; 2 requests, 3 sequences; computing [\d.]+ s \(per request: [\d.]+ [\d.]+\); "
+        self.assertRegex(lines[2]["error"], r"^'from' of sequence 0 is 5")  # answered, and the process goes on
+        self.assertEqual([len(r["logprobs"]) for r in lines[3]["results"]], [2])
+        self.assertRegex(err.getvalue(), r"^score timing: loading [\d.]+ s; 3 requests, 4 sequences; computing [\d.]+ s \(per request: [\d.]+ [\d.]+ [\d.]+\); "
                                          r"reading requests [\d.]+ s; writing answers [\d.]+ s\n$")
 
 

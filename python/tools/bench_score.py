@@ -4,9 +4,11 @@
 
 A randomly initialised model of the preset's shape, N items of `--choices` choices each: a shared context of
 `--context` tokens (jittered +-25%) followed by each choice's continuation of `--continuation` tokens (jittered),
-scored as whole sequences (score.score_sequences, the same code the server runs, one host read per request, and
-the answer line serialised as the server writes it), in requests of `--request` items. Prints one JSON line:
-items/s, sequences/s, tokens/s, the token budget per forward pass. Warm-up requests come first (CUDA kernels, the allocator). Logs go to stderr.
+scored from the context's last token on as the CLI asks (score.score_sequences, the same code the server runs: a
+choice's sequences packed after their shared context unless --no-pack, one host read per request, and the answer
+line serialised as the server writes it), in requests of `--request` items. Prints one JSON line: items/s,
+sequences/s, tokens/s, the token budget per forward pass. Warm-up requests come first (CUDA kernels, the
+allocator, compilation with --compile). Logs go to stderr.
 """
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ import torch  # noqa: E402
 torch.set_num_threads(THREADS)
 
 from mlactl_torch.model import MLAForCausalLM, ModelSpec, compile_blocks, init_parameters  # noqa: E402
-from mlactl_torch.score import compile_for_scoring, score_sequences, token_budget  # noqa: E402
+from mlactl_torch.score import score_sequences, token_budget  # noqa: E402
 
 # The model blocks of configs/models/*.yaml (as tools/bench_step.py).
 PRESETS = {
@@ -38,18 +40,19 @@ PRESETS = {
 
 
 def random_items(n: int, choices: int, context: int, continuation: int, vocab: int, seed: int):
-    """Token sequences, `choices` per item: one context, then each choice's own continuation."""
+    """Token sequences, `choices` per item: one context, then each choice's own continuation; and where scoring starts."""
     gen = torch.Generator().manual_seed(seed)
 
     def jitter(k):
         return max(1, int(k * (0.75 + 0.5 * float(torch.rand(1, generator=gen)))))
 
-    seqs = []
+    seqs, starts = [], []
     for _ in range(n):
         ctx = torch.randint(0, vocab, (jitter(context),), generator=gen).tolist()
         for _ in range(choices):
             seqs.append(ctx + torch.randint(0, vocab, (jitter(continuation),), generator=gen).tolist())
-    return seqs
+            starts.append(len(ctx) - 1)  # the first continuation token's prediction
+    return seqs, starts
 
 
 def main() -> int:
@@ -63,6 +66,8 @@ def main() -> int:
     ap.add_argument("--precision", default="bf16", choices=("bf16", "fp32"))
     ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     ap.add_argument("--warmup", type=int, default=2, help="requests before timing")
+    ap.add_argument("--compile", action="store_true", help="torch.compile the blocks (CUDA), as `score --compile on`")
+    ap.add_argument("--no-pack", action="store_true", help="every sequence its own row (MLACTL_SCORE_PACK=0)")
     args = ap.parse_args()
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     dtype = torch.bfloat16 if args.precision == "bf16" and device == "cuda" else torch.float32
@@ -71,30 +76,30 @@ def main() -> int:
     model = MLAForCausalLM(spec)
     init_parameters(model, 0)
     model = model.to(device).eval()
-    if compile_for_scoring(device):  # as score.load_for_scoring does
+    if args.compile and device == "cuda":  # as score.load_for_scoring does
         compile_blocks(model)
     budget = token_budget(model, device, dtype)
     vocab = min(50257, spec.vocab)
-    warm = random_items(min(args.items, args.request) * args.warmup, args.choices, args.context, args.continuation, vocab, 1)
-    seqs = random_items(args.items, args.choices, args.context, args.continuation, vocab, 2)
+    warm, warm_starts = random_items(min(args.items, args.request) * args.warmup, args.choices, args.context, args.continuation, vocab, 1)
+    seqs, starts = random_items(args.items, args.choices, args.context, args.continuation, vocab, 2)
     per_request = args.request * args.choices
     print(f"bench_score: {args.preset} on {device} ({dtype}), token budget {budget} per pass, {len(seqs)} sequences", file=sys.stderr)
     for i in range(0, len(warm), per_request):
-        score_sequences(model, warm[i : i + per_request], device, dtype, budget)
+        score_sequences(model, warm[i : i + per_request], device, dtype, budget, warm_starts[i : i + per_request], not args.no_pack)
     if device == "cuda":
         torch.cuda.synchronize()
     t0 = time.perf_counter()
     tokens = answer_bytes = 0
     for i in range(0, len(seqs), per_request):
         chunk = seqs[i : i + per_request]
-        results = score_sequences(model, chunk, device, dtype, budget)  # ends in a host read: the request is complete
+        results = score_sequences(model, chunk, device, dtype, budget, starts[i : i + per_request], not args.no_pack)  # ends in a host read
         answer_bytes += len(json.dumps({"id": i, "results": results}))  # the server's answer line, serialised as it is
         tokens += sum(len(s) for s in chunk)
     elapsed = time.perf_counter() - t0
     print(json.dumps({"bench": "score", "preset": args.preset, "device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu",
                       "precision": "bf16" if dtype == torch.bfloat16 else "fp32", "items": args.items, "choices": args.choices,
                       "items_per_s": round(args.items / elapsed, 1), "sequences_per_s": round(len(seqs) / elapsed, 1),
-                      "tokens_per_s": round(tokens / elapsed), "token_budget": budget, "answer_mb": round(answer_bytes / 1e6, 1),
+                      "tokens_per_s": round(tokens / elapsed), "token_budget": budget, "compile": args.compile, "pack": not args.no_pack, "answer_mb": round(answer_bytes / 1e6, 1),
                       "elapsed_s": round(elapsed, 3)}))
     return 0
 

@@ -66,37 +66,68 @@ function checkFinite(model: ScoringModel, scores: TokenScores, name: string): vo
 /**
  * Batches of sequence indices, longest first so padding is small and an out-of-memory failure shows up in the
  * first batch: each holds `batchSize` sequences, or more while the padded tokens (count x its longest, the first)
- * stay within `tokenBudget`.
+ * stay within `tokenBudget`. With `groupOf`, sequences of one group (a key per sequence) stay next to each other in
+ * one batch, groups ordered by their longest member: what a scorer that packs shared prefixes needs.
  */
-export function planBatches(lengths: number[], batchSize: number, tokenBudget = 0): number[][] {
+export function planBatches(lengths: number[], batchSize: number, tokenBudget = 0, groupOf?: (index: number) => string): number[][] {
   checkBatchSize(batchSize);
-  const order = lengths.map((_, index) => index).sort((a, b) => lengths[b] - lengths[a] || a - b);
+  const units: number[][] = [];
+  if (groupOf) {
+    const byKey = new Map<string, number[]>();
+    lengths.forEach((_, index) => {
+      const key = groupOf(index);
+      const unit = byKey.get(key);
+      if (unit) unit.push(index);
+      else {
+        byKey.set(key, [index]);
+        units.push(byKey.get(key)!);
+      }
+    });
+  } else lengths.forEach((_, index) => units.push([index]));
+  const longest = units.map((unit) => Math.max(...unit.map((index) => lengths[index])));
+  const order = units.map((_, u) => u).sort((a, b) => longest[b] - longest[a] || units[a][0] - units[b][0]);
   const batches: number[][] = [];
-  for (const index of order) {
+  let first = 0; // the longest sequence of the last batch
+  for (const u of order) {
     const last = batches[batches.length - 1];
-    if (last && (last.length < batchSize || (last.length + 1) * lengths[last[0]] <= tokenBudget)) last.push(index);
-    else batches.push([index]);
+    const count = (last?.length ?? 0) + units[u].length;
+    if (last && (count <= batchSize || count * first <= tokenBudget)) last.push(...units[u]);
+    else {
+      batches.push([...units[u]]);
+      first = longest[u];
+    }
   }
   return batches;
 }
 
+export interface ScoreInBatchesOptions {
+  batchSize: number;
+  /** Per sequence, the first position whose score is wanted (`ScoringModel.scoreSequences`); default all 0. */
+  from?: number[];
+  /** Per sequence, a key shared by sequences with one prefix: kept together for a scorer that packs them. */
+  groupOf?: (index: number) => string;
+  onProgress?: (scored: number, total: number) => void;
+  /** Names a sequence in errors (default `sequence N`). */
+  nameOf?: (index: number) => string;
+}
+
 /**
  * Score sequences in batches (`planBatches`, with the model's token budget), `model.inFlight` requests at a time,
- * then put the scores back in request order. `nameOf` names a sequence in errors (default `sequence N`).
+ * then put the scores back in request order.
  */
-export async function scoreInBatches(
-  model: ScoringModel,
-  seqs: number[][],
-  batchSize: number,
-  onProgress?: (scored: number, total: number) => void,
-  nameOf: (index: number) => string = (index) => `sequence ${index}`,
-): Promise<TokenScores[]> {
-  const batches = planBatches(seqs.map((s) => s.length), batchSize, model.tokenBudget ?? 0);
+export async function scoreInBatches(model: ScoringModel, seqs: number[][], opts: ScoreInBatchesOptions): Promise<TokenScores[]> {
+  const { from, onProgress, nameOf = (index: number) => `sequence ${index}` } = opts;
+  const groupOf = model.packsPrefixes ? opts.groupOf : undefined;
+  const batches = planBatches(seqs.map((s) => s.length), opts.batchSize, model.tokenBudget ?? 0, groupOf);
   const scores: TokenScores[] = new Array(seqs.length);
   const pending: Promise<TokenScores[]>[] = [];
   let sent = 0;
   const send = () => {
-    const request = model.scoreSequences(batches[sent++].map((index) => seqs[index]));
+    const batch = batches[sent++];
+    const request = model.scoreSequences(
+      batch.map((index) => seqs[index]),
+      from && batch.map((index) => from[index]),
+    );
     request.catch(() => undefined); // awaited below in order; a later request failing after an earlier one throws is not unhandled
     pending.push(request);
   };
@@ -110,9 +141,9 @@ export async function scoreInBatches(
     }
     batchIndices.forEach((index, position) => {
       const result = batchScores[position];
-      const expected = seqs[index].length - 1;
+      const expected = seqs[index].length - 1 - (from?.[index] ?? 0);
       if (result.logprobs.length !== expected || result.greedy.length !== expected) {
-        throw new Error(`scoreSequences returned ${result.logprobs.length} scores for a sequence of ${seqs[index].length} tokens`);
+        throw new Error(`scoreSequences returned ${result.logprobs.length} scores for ${expected} positions of a sequence of ${seqs[index].length} tokens`);
       }
       checkFinite(model, result, nameOf(index));
       scores[index] = result;
@@ -170,12 +201,23 @@ export async function loglikelihood(
 ): Promise<LoglikelihoodResult[]> {
   checkMaxSeqLen(model);
   const prepared = requests.map((request, index) => prepareRequest(model, request, index));
-  const scores = await scoreInBatches(model, prepared.map((p) => p.sequence), opts.batchSize ?? DEFAULT_EVAL_BATCH_SIZE, opts.onProgress, (index) => prepared[index].name);
+  const scores = await scoreInBatches(
+    model,
+    prepared.map((p) => p.sequence),
+    {
+      batchSize: opts.batchSize ?? DEFAULT_EVAL_BATCH_SIZE,
+      from: prepared.map((p) => p.scoreFrom),
+      // A multiple-choice item's choices share their context tokens: one group, one packed row for such a scorer.
+      groupOf: (index) => prepared[index].sequence.slice(0, prepared[index].scoreFrom + 1).join(','),
+      onProgress: opts.onProgress,
+      nameOf: (index) => prepared[index].name,
+    },
+  );
   return prepared.map((p, index) => {
-    const { logprobs, greedy } = scores[index];
+    const { logprobs, greedy } = scores[index]; // the continuation's positions only
     let logprob = 0;
     let isGreedy = true;
-    for (let i = p.scoreFrom; i < p.scoreFrom + p.nTokens; i++) {
+    for (let i = 0; i < p.nTokens; i++) {
       logprob += logprobs[i];
       if (greedy[i] !== 1) isGreedy = false;
     }
@@ -213,6 +255,14 @@ export function rollingWindows(nTokens: number, maxSeqLen: number, stride: numbe
   return windows;
 }
 
+/**
+ * The first score a window needs: token-list position t sits at t - start in the window and its score at
+ * t - start - 1, so the window's first new token, scoreFrom, is its score scoreFrom - start - 1.
+ */
+export function windowFrom(window: RollingWindow): number {
+  return window.scoreFrom - window.start - 1;
+}
+
 /** Log-likelihood of a whole text, scored in sliding windows (see `rollingWindows`). */
 export async function loglikelihoodRolling(
   model: ScoringModel,
@@ -223,12 +273,13 @@ export async function loglikelihoodRolling(
   const tokens = [model.tokenizer.eos, ...model.tokenizer.encode(text)];
   const nTokens = tokens.length - 1;
   const windows = rollingWindows(nTokens, model.maxSeqLen, opts.stride);
-  const scores = await scoreInBatches(model, windows.map((w) => tokens.slice(w.start, w.end)), opts.batchSize ?? DEFAULT_EVAL_BATCH_SIZE, undefined, (index) => `window ${index}`);
+  const scores = await scoreInBatches(
+    model,
+    windows.map((w) => tokens.slice(w.start, w.end)),
+    { batchSize: opts.batchSize ?? DEFAULT_EVAL_BATCH_SIZE, from: windows.map(windowFrom), nameOf: (index) => `window ${index}` },
+  );
   let logprob = 0;
-  windows.forEach((window, index) => {
-    // Position t of the token list sits at t - start in the window; its score is at t - start - 1.
-    for (let t = window.scoreFrom; t < window.end; t++) logprob += scores[index].logprobs[t - window.start - 1];
-  });
+  for (const s of scores) for (const lp of s.logprobs) logprob += lp; // each window's new tokens only
   return { logprob, nTokens };
 }
 

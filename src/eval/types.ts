@@ -1,9 +1,10 @@
 import type { Tokenizer } from '../data/tokenizer';
 
+/** The scores of one sequence from position `from` on (`scoreSequences`); with from = 0, every position. */
 export interface TokenScores {
-  /** [n-1]: log p(seq[i+1] | seq[..i]) */
+  /** [n-1-from]: element j is log p(seq[from+j+1] | seq[..from+j]) */
   logprobs: Float64Array;
-  /** [n-1]: 1 when seq[i+1] is the argmax */
+  /** [n-1-from]: element j is 1 when seq[from+j+1] is the argmax */
   greedy: Uint8Array;
 }
 
@@ -29,8 +30,16 @@ export interface ScoringModel {
    * next request while this side encodes, sends and decodes the last one.
    */
   inFlight?: number;
-  /** Batched scoring of whole token sequences (each length 2..maxSeqLen). */
-  scoreSequences(seqs: number[][]): Promise<TokenScores[]>;
+  /**
+   * True for a scorer that feeds sequences sharing a prefix (a multiple-choice item's choices after one context)
+   * as one packed row: `scoreInBatches` then keeps each such group together in one request.
+   */
+  packsPrefixes?: boolean;
+  /**
+   * Batched scoring of token sequences (each length 2..maxSeqLen), each from position `from[i]` (0..n-2, default
+   * 0) on: a continuation needs only its own tokens' scores, and a scorer may skip the output head elsewhere.
+   */
+  scoreSequences(seqs: number[][], from?: number[]): Promise<TokenScores[]>;
 }
 
 /** A checkpoint's scorer, opened by whichever engine scores (evaluation knows no framework); dispose when done. */

@@ -7,7 +7,7 @@ import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
 import type { Tokenizer } from '../data/tokenizer';
 import { UserError } from '../errors';
-import { DEFAULT_EVAL_BATCH_SIZE, perplexity, rollingWindows, scoreInBatches } from '../eval/loglikelihood';
+import { DEFAULT_EVAL_BATCH_SIZE, perplexity, rollingWindows, scoreInBatches, windowFrom } from '../eval/loglikelihood';
 import type { OpenScorer, ScoringModel, TokenScores } from '../eval/types';
 import { initBackend, maxBindingBytes } from '../backend';
 import type { BackendName } from '../config/types';
@@ -146,18 +146,24 @@ export class TfScoringModel implements ScoringModel {
     return this.model.tokenizer;
   }
 
-  async scoreSequences(seqs: number[][]): Promise<TokenScores[]> {
+  async scoreSequences(seqs: number[][], from?: number[]): Promise<TokenScores[]> {
     const { vocab } = this.model.spec;
+    if (from && from.length !== seqs.length) throw new Error(`scoreSequences: ${from.length} start positions for ${seqs.length} sequences`);
     seqs.forEach((seq, i) => {
       if (seq.length < 2 || seq.length > this.maxSeqLen) throw new Error(`scoreSequences: sequence ${i} has ${seq.length} tokens; expected 2..${this.maxSeqLen}`);
       for (const id of seq) if (!Number.isInteger(id) || id < 0 || id >= vocab) throw new Error(`scoreSequences: sequence ${i} has token id ${id} outside 0..${vocab - 1}`);
+      const f = from?.[i] ?? 0;
+      if (!Number.isInteger(f) || f < 0 || f > seq.length - 2) throw new Error(`scoreSequences: sequence ${i} starts at ${f}; expected 0..${seq.length - 2}`);
     });
     const out: TokenScores[] = [];
-    for (let begin = 0; begin < seqs.length; begin += this.batchSize) out.push(...(await this.scoreBatch(seqs.slice(begin, begin + this.batchSize))));
+    for (let begin = 0; begin < seqs.length; begin += this.batchSize) {
+      const end = begin + this.batchSize;
+      out.push(...(await this.scoreBatch(seqs.slice(begin, end), from?.slice(begin, end) ?? new Array<number>(Math.min(end, seqs.length) - begin).fill(0))));
+    }
     return out;
   }
 
-  private async scoreBatch(seqs: number[][]): Promise<TokenScores[]> {
+  private async scoreBatch(seqs: number[][], from: number[]): Promise<TokenScores[]> {
     const { spec, params, rope } = this.model;
     const B = seqs.length;
     const T = Math.max(...seqs.map((s) => s.length));
@@ -184,7 +190,7 @@ export class TfScoringModel implements ScoringModel {
       return seqs.map((seq, b) => {
         const n = seq.length - 1;
         const off = b * (T - 1);
-        return { logprobs: Float64Array.from(lp.subarray(off, off + n)), greedy: Uint8Array.from(gr.subarray(off, off + n)) };
+        return { logprobs: Float64Array.from(lp.subarray(off + from[b], off + n)), greedy: Uint8Array.from(gr.subarray(off + from[b], off + n)) };
       });
     } finally {
       tf.dispose([logprobT, greedyT]);
@@ -226,12 +232,13 @@ export async function scoreText(model: ScoringModel, text: string, opts: { strid
   const stride = opts.stride ?? model.maxSeqLen - 1;
   const tokens = [model.tokenizer.eos, ...ids];
   const windows = rollingWindows(ids.length, model.maxSeqLen, stride);
-  const scores = await scoreInBatches(model, windows.map((w) => tokens.slice(w.start, w.end)), opts.batchSize ?? DEFAULT_EVAL_BATCH_SIZE);
-  const logprobs = new Float64Array(ids.length);
-  windows.forEach((w, i) => {
-    // Token list position t sits at t - start in the window, and its score at t - start - 1.
-    for (let t = w.scoreFrom; t < w.end; t++) logprobs[t - 1] = scores[i].logprobs[t - w.start - 1];
+  const scores = await scoreInBatches(model, windows.map((w) => tokens.slice(w.start, w.end)), {
+    batchSize: opts.batchSize ?? DEFAULT_EVAL_BATCH_SIZE,
+    from: windows.map(windowFrom),
   });
+  const logprobs = new Float64Array(ids.length);
+  // Each window's scores are of its new tokens, token-list positions scoreFrom..end-1 (text token t - 1).
+  windows.forEach((w, i) => logprobs.set(scores[i].logprobs, w.scoreFrom - 1));
   const total = logprobs.reduce((a, b) => a + b, 0);
   return {
     n_tokens: ids.length,
@@ -284,7 +291,7 @@ export function tfjsScorers(backend: BackendName = 'auto'): OpenScorer {
       windowKey: opts.windowKey,
       source: model.ckptDir,
       batchSize,
-      scoreSequences: (seqs) => scorer.scoreSequences(seqs),
+      scoreSequences: (seqs, from) => scorer.scoreSequences(seqs, from),
       dispose: () => model.dispose(),
     };
   };

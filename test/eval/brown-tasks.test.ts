@@ -162,7 +162,7 @@ describe('built-in Brown tasks', () => {
     const constant: ScoringModel = {
       tokenizer: getTokenizer('byte'),
       maxSeqLen: 4096,
-      scoreSequences: async (seqs) => seqs.map((s) => ({ logprobs: new Float64Array(s.length - 1).fill(-1), greedy: new Uint8Array(s.length - 1) })),
+      scoreSequences: async (seqs, from) => seqs.map((s, i) => ({ logprobs: new Float64Array(s.length - 1 - (from?.[i] ?? 0)).fill(-1), greedy: new Uint8Array(s.length - 1 - (from?.[i] ?? 0)) })),
     };
     const task = loadTask('brown-next-sentence', { brownSplit: SPLIT, limit: 40 });
     const { tasks } = await evaluateTasks(constant, [task]);

@@ -41,6 +41,11 @@ export function pieceOf(tokenizer: Tokenizer, id: number): string {
 /** p(next | prev) over pieces (prev is `<eos>` at a sequence start after eos). */
 export type BigramProb = (prev: string, next: string) => number;
 
+/** Scores of whole sequences cut to each one's positions from `from[i]` on, as `scoreSequences` answers. */
+export function fromPositions(scores: TokenScores[], from?: number[]): TokenScores[] {
+  return scores.map((s, i) => ({ logprobs: s.logprobs.slice(from?.[i] ?? 0), greedy: s.greedy.slice(from?.[i] ?? 0) }));
+}
+
 export interface RecordingModel extends ScoringModel {
   /** Every batch passed to scoreSequences, in call order. */
   batches: number[][][];
@@ -57,9 +62,9 @@ export function bigramModel(tokenizer: Tokenizer, prob: BigramProb, maxSeqLen = 
     tokenizer,
     maxSeqLen,
     batches,
-    async scoreSequences(seqs: number[][]): Promise<TokenScores[]> {
+    async scoreSequences(seqs: number[][], from?: number[]): Promise<TokenScores[]> {
       batches.push(seqs.map((s) => [...s]));
-      return seqs.map((seq) => {
+      const whole = seqs.map((seq) => {
         if (seq.length < 2 || seq.length > maxSeqLen) throw new Error(`sequence of length ${seq.length} outside 2..${maxSeqLen}`);
         const logprobs = new Float64Array(seq.length - 1);
         const greedy = new Uint8Array(seq.length - 1);
@@ -72,6 +77,7 @@ export function bigramModel(tokenizer: Tokenizer, prob: BigramProb, maxSeqLen = 
         }
         return { logprobs, greedy };
       });
+      return fromPositions(whole, from);
     },
   };
 }
@@ -91,13 +97,14 @@ export function contextLengthModel(tokenizer: Tokenizer, maxSeqLen: number): Rec
     tokenizer,
     maxSeqLen,
     batches,
-    async scoreSequences(seqs) {
+    async scoreSequences(seqs, from) {
       batches.push(seqs.map((s) => [...s]));
-      return seqs.map((seq) => {
+      const whole = seqs.map((seq) => {
         if (seq.length < 2 || seq.length > maxSeqLen) throw new Error(`sequence of length ${seq.length} outside 2..${maxSeqLen}`);
         const logprobs = Float64Array.from({ length: seq.length - 1 }, (_, i) => -(i + 1));
         return { logprobs, greedy: new Uint8Array(seq.length - 1) };
       });
+      return fromPositions(whole, from);
     },
   };
 }
@@ -110,9 +117,9 @@ export function constantModel(tokenizer: Tokenizer, value: number, source?: stri
     maxSeqLen,
     source,
     batches,
-    async scoreSequences(seqs) {
+    async scoreSequences(seqs, from) {
       batches.push(seqs.map((s) => [...s]));
-      return seqs.map((seq) => ({ logprobs: new Float64Array(seq.length - 1).fill(value), greedy: new Uint8Array(seq.length - 1) }));
+      return fromPositions(seqs.map((seq) => ({ logprobs: new Float64Array(seq.length - 1).fill(value), greedy: new Uint8Array(seq.length - 1) })), from);
     },
   };
 }

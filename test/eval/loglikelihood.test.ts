@@ -171,6 +171,45 @@ describe('loglikelihood', () => {
     expect(() => planBatches(lengths, 0)).toThrow(/eval.batch_size/);
   });
 
+  it('keeps a group together in one batch, groups ordered by their longest member', () => {
+    const lengths = [3, 10, 4, 4, 9, 2, 4];
+    const group = ['a', 'b', 'a', 'c', 'b', 'a', 'c'];
+    // Groups b (10, 9), a (3, 4, 2) and c (4, 4): b first; a and c tie at 4, a first by its first index.
+    expect(planBatches(lengths, 2, 0, (i) => group[i])).toEqual([[1, 4], [0, 2, 5], [3, 6]]);
+    // A budget of 24 takes b (2 x 10); a then starts a batch of 4-token sequences that c fills to 5 x 4 = 20.
+    expect(planBatches(lengths, 2, 24, (i) => group[i])).toEqual([[1, 4], [0, 2, 5, 3, 6]]);
+  });
+
+  it('asks only for the continuation positions, grouped by context for a scorer that packs prefixes', async () => {
+    const requests = ['x', 'xy', 'xyz', 'xyzxy'].flatMap((continuation) => [
+      { context: 'z', continuation },
+      { context: 'zyx', continuation },
+    ]);
+    const plain = bigramModel(tokenizer, successorProb);
+    const packing = { ...bigramModel(tokenizer, successorProb), packsPrefixes: true };
+    const asked: number[][] = [];
+    const recording = {
+      ...packing,
+      async scoreSequences(seqs: number[][], from?: number[]) {
+        asked.push([...from!]);
+        return packing.scoreSequences(seqs, from);
+      },
+    };
+    const want = await loglikelihood(plain, requests, { batchSize: 4 });
+    expect(await loglikelihood(recording, requests, { batchSize: 4 })).toEqual(want);
+    // The context's last token predicts the first continuation token: from = context tokens - 1.
+    expect(asked).toEqual([[2, 2, 2, 2], [0, 0, 0, 0]]);
+    const contexts = (model: typeof plain) => model.batches.map((b) => [...new Set(b.map((seq) => pieces(seq).join('').startsWith('zyx') ? 'zyx' : 'z'))]);
+    expect(contexts(packing)).toEqual([['zyx'], ['z']]);
+    expect(contexts(plain)).toEqual([['zyx', 'z'], ['zyx', 'z']]); // by length alone, the two contexts mix
+  });
+
+  it('refuses an answer with the wrong number of scores for the positions asked', async () => {
+    const whole = bigramModel(tokenizer, successorProb);
+    const ignoresFrom = { ...whole, scoreSequences: (seqs: number[][]) => whole.scoreSequences(seqs) };
+    await expect(scoreInBatches(ignoresFrom, [[1, 2, 3]], { batchSize: 1, from: [1] })).rejects.toThrow('scoreSequences returned 2 scores for 1 positions of a sequence of 3 tokens');
+  });
+
   it('keeps inFlight requests going, answers in request order whatever order they settle in', async () => {
     const requests = ['x', 'xyzxyz', 'xy', 'xyzx', 'xyz'].map((continuation) => ({ context: 'z', continuation }));
     const serial = await loglikelihood(bigramModel(tokenizer, successorProb), requests, { batchSize: 1 });
@@ -181,13 +220,13 @@ describe('loglikelihood', () => {
     const piped = {
       ...inner,
       inFlight: 2,
-      async scoreSequences(seqs: number[][]) {
+      async scoreSequences(seqs: number[][], from?: number[]) {
         open += 1;
         most = Math.max(most, open);
         // Later requests settle first: the caller must still take answers in the order it sent them.
         await new Promise((resolve) => setTimeout(resolve, 20 - 4 * calls++));
         open -= 1;
-        return inner.scoreSequences(seqs);
+        return inner.scoreSequences(seqs, from);
       },
     };
     const progress: number[] = [];
@@ -211,7 +250,7 @@ describe('loglikelihood', () => {
           throw new Error(`request ${n} failed`);
         },
       };
-      await expect(scoreInBatches(failing, [[1, 2], [1, 2, 3], [1, 2, 3, 4]], 1)).rejects.toThrow('request 0 failed');
+      await expect(scoreInBatches(failing, [[1, 2], [1, 2, 3], [1, 2, 3, 4]], { batchSize: 1 })).rejects.toThrow('request 0 failed');
       await new Promise((resolve) => setTimeout(resolve, 30));
       expect(calls).toBe(3);
       expect(unhandled).toEqual([]);

@@ -91,6 +91,19 @@ describe('TfScoringModel on a tiny random model', () => {
     }
   });
 
+  test('from a start position on: the same scores as the whole sequence, cut', async () => {
+    const model = new TfScoringModel({ spec: s, params: P, rope, tokenizer: stubTokenizer(s.vocab) }, { batchSize: 3 });
+    const whole = await model.scoreSequences(seqs);
+    const from = seqs.map((seq, i) => (i * 3) % (seq.length - 1));
+    const cut = await model.scoreSequences(seqs, from);
+    seqs.forEach((seq, i) => {
+      expect(cut[i].logprobs).toHaveLength(seq.length - 1 - from[i]);
+      expect(Array.from(cut[i].logprobs)).toEqual(Array.from(whole[i].logprobs.subarray(from[i])));
+      expect(Array.from(cut[i].greedy)).toEqual(Array.from(whole[i].greedy.subarray(from[i])));
+    });
+    await expect(model.scoreSequences([[1, 2, 3]], [2])).rejects.toThrow(/sequence 0 starts at 2; expected 0\.\.1/);
+  });
+
   test('refuses sequences it cannot score', async () => {
     const model = new TfScoringModel({ spec: s, params: P, rope, tokenizer: stubTokenizer(s.vocab) });
     // max_seq_len (32) positions fed: sequences of up to 33 tokens, the last one only a target.

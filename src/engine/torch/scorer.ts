@@ -21,7 +21,10 @@ export function torchScorers(cfg: Pick<Config, 'engine'>): OpenScorer {
     const { spec, tokenizer } = modelFolderInfo(dir);
     const precision = cfg.engine.precision === 'bf16' ? 'bf16' : 'fp32';
     const maxSeqLen = Math.min(opts.window, spec.maxSeqLen) + 1;
-    const args = ['score', '--model', dir, '--device', cfg.engine.device, '--precision', precision, '--threads', String(cfg.engine.threads)];
+    // Compiling the blocks took about 23 s on an H200 and paid off only past about 60k four-choice items
+    // (bench/NOTES.md), so scoring compiles only when the config says `on`, never for `auto`.
+    const compile = cfg.engine.compile === 'on' ? 'on' : 'off';
+    const args = ['score', '--model', dir, '--device', cfg.engine.device, '--precision', precision, '--threads', String(cfg.engine.threads), '--compile', compile];
     // The process cuts each request into forward passes sized to its memory; on CUDA it suggests larger requests.
     args.push('--batch-size', String(opts.batchSize), '--window', String(maxSeqLen));
     const child = spawn(python, ['-m', 'mlactl_torch', ...args], {
@@ -62,17 +65,18 @@ export function torchScorers(cfg: Pick<Config, 'engine'>): OpenScorer {
       // four-choice items scored at 236 items/s with neither, 331 with both (bench/NOTES.md).
       tokenBudget: typeof hello.token_budget === 'number' ? hello.token_budget : undefined,
       inFlight: 2,
-      scoreSequences(seqs: number[][]): Promise<TokenScores[]> {
+      packsPrefixes: hello.packs_prefixes === true,
+      scoreSequences(seqs: number[][], from?: number[]): Promise<TokenScores[]> {
         if (failure) return Promise.reject(new Error(failure));
         const id = nextId++;
         return new Promise((resolve, reject) => {
           waiting.set(id, (m) => {
             waiting.delete(id);
             if (m.error) return reject(new Error(String(m.error)));
-            const results = m.results as { logprobs: number[]; greedy: boolean[] }[];
+            const results = m.results as { logprobs: number[]; greedy: number[] }[];
             resolve(results.map((r) => ({ logprobs: Float64Array.from(r.logprobs), greedy: Uint8Array.from(r.greedy, Number) })));
           });
-          child.stdin!.write(JSON.stringify({ id, seqs }) + '\n');
+          child.stdin!.write(JSON.stringify(from ? { id, seqs, from } : { id, seqs }) + '\n');
         });
       },
       dispose() {
