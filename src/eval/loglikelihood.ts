@@ -84,6 +84,11 @@ export function planBatches(lengths: number[], batchSize: number, tokenBudget = 
       }
     });
   } else lengths.forEach((_, index) => units.push([index]));
+  // A group larger than one batch holds (many items with one context) is cut into batch-sized pieces.
+  for (let u = 0; u < units.length; u++) {
+    const capacity = Math.max(batchSize, Math.floor(tokenBudget / Math.max(...units[u].map((index) => lengths[index]))));
+    if (units[u].length > capacity) units.splice(u, 1, ...Array.from({ length: Math.ceil(units[u].length / capacity) }, (_, k) => units[u].slice(k * capacity, (k + 1) * capacity)));
+  }
   const longest = units.map((unit) => Math.max(...unit.map((index) => lengths[index])));
   const order = units.map((_, u) => u).sort((a, b) => longest[b] - longest[a] || units[a][0] - units[b][0]);
   const batches: number[][] = [];

@@ -175,9 +175,11 @@ describe('loglikelihood', () => {
     const lengths = [3, 10, 4, 4, 9, 2, 4];
     const group = ['a', 'b', 'a', 'c', 'b', 'a', 'c'];
     // Groups b (10, 9), a (3, 4, 2) and c (4, 4): b first; a and c tie at 4, a first by its first index.
-    expect(planBatches(lengths, 2, 0, (i) => group[i])).toEqual([[1, 4], [0, 2, 5], [3, 6]]);
+    expect(planBatches(lengths, 3, 0, (i) => group[i])).toEqual([[1, 4], [0, 2, 5], [3, 6]]);
     // A budget of 24 takes b (2 x 10); a then starts a batch of 4-token sequences that c fills to 5 x 4 = 20.
     expect(planBatches(lengths, 2, 24, (i) => group[i])).toEqual([[1, 4], [0, 2, 5, 3, 6]]);
+    // One group larger than a batch holds (batch size 2, budget 8 = 2 x 4 tokens) is cut into batch-sized pieces.
+    expect(planBatches([4, 4, 4, 4, 4], 2, 8, () => 'one')).toEqual([[0, 1], [2, 3], [4]]);
   });
 
   it('asks only for the continuation positions, grouped by context for a scorer that packs prefixes', async () => {
