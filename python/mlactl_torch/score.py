@@ -29,8 +29,8 @@ from .model import MLAForCausalLM, compile_blocks
 
 CPU_TOKEN_BUDGET = 16384
 MAX_TOKEN_BUDGET = 1 << 20
-# A sequence joins the row before it when they share at least this many leading tokens: fewer saves too little
-# to leave the plain causal pass (and its flash kernel) for a masked one.
+# A sequence joins the row before it when they share at least this many leading tokens, and at least half its
+# own: less saves too little to pay for a longer row and a masked attention instead of the plain causal one.
 MIN_SHARED = 4
 # Packed rows stay this short, so the [B, 1, T, T] mask stays small beside the activations.
 PACKED_ROW_LIMIT = 512
@@ -75,8 +75,9 @@ class Row(NamedTuple):
 def pack_rows(seqs: Sequence[Sequence[int]], limit: int = PACKED_ROW_LIMIT) -> List[Row]:
     """
     Rows in request order: a sequence joins the row before it when it shares at least MIN_SHARED leading tokens
-    with that row's first sequence and the row stays within `limit` tokens. Callers that send a prefix's sequences
-    next to each other (the CLI does) get them packed; any order is still scored correctly.
+    with that row's first sequence, and at least half of the tokens it feeds, and the row stays within `limit`
+    tokens. Callers that send a prefix's sequences next to each other (the CLI does) get them packed; any order is
+    still scored correctly.
     """
     rows: List[Row] = []
     for i, seq in enumerate(seqs):
@@ -90,22 +91,28 @@ def pack_rows(seqs: Sequence[Sequence[int]], limit: int = PACKED_ROW_LIMIT) -> L
                     p += 1
             own = sum(len(seqs[m]) - 1 for m in row.members) + len(seq) - 1  # fed tokens if nothing were shared
             length = own - len(row.members) * p  # the prefix fed once instead of once per member
-            if p >= MIN_SHARED and length <= limit:
+            if p >= max(MIN_SHARED, (len(seq) - 1) / 2) and length <= limit:
                 rows[-1] = Row(row.members + [i], p, length)
                 continue
         rows.append(Row([i], len(seq) - 1, len(seq) - 1))
     return rows
 
 
-def plan_passes(lengths: List[int], budget: int) -> List[List[int]]:
-    """Indices of rows per forward pass: longest first, each pass's count x its longest length <= budget."""
-    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+def plan_passes(lengths: List[int], budget: int, packed: Optional[List[bool]] = None) -> List[List[int]]:
+    """
+    Indices of rows per forward pass: longest first, each pass's count x its longest length <= budget. With
+    `packed`, packed rows and lone sequences go to separate passes, so lone ones keep the plain causal attention.
+    """
+    kinds = packed or [False] * len(lengths)
     passes: List[List[int]] = []
-    for i in order:
-        if passes and (len(passes[-1]) + 1) * lengths[passes[-1][0]] <= budget:
-            passes[-1].append(i)
-        else:
-            passes.append([i])
+    for kind in sorted(set(kinds), reverse=True):
+        order = sorted((i for i in range(len(lengths)) if kinds[i] == kind), key=lambda i: (-lengths[i], i))
+        start = len(passes)
+        for i in order:
+            if len(passes) > start and (len(passes[-1]) + 1) * lengths[passes[-1][0]] <= budget:
+                passes[-1].append(i)
+            else:
+                passes.append([i])
     return passes
 
 
@@ -193,7 +200,7 @@ def score_sequences(model: MLAForCausalLM, seqs: List[List[int]], device: str, d
     rows = pack_rows(seqs) if pack else [Row([i], len(s) - 1, len(s) - 1) for i, s in enumerate(seqs)]
     picked_all, greedy_all, where = [], [], {}
     offset = 0
-    for indices in plan_passes([r.length for r in rows], budget):
+    for indices in plan_passes([r.length for r in rows], budget, [len(r.members) > 1 for r in rows]):
         batch = [rows[i] for i in indices]
         picked, greedy = score_pass(model, seqs, starts, batch, device, dtype)
         picked_all.append(picked)

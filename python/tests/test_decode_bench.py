@@ -124,6 +124,9 @@ class ScoringPasses(unittest.TestCase):
         self.assertEqual([(r.members, r.shared, r.length) for r in rows],
                          [([0, 1, 2], 10, 10 + 1 + 0 + 2), ([3], 2, 2), ([4], 7, 7), ([5], 5, 5)])
         self.assertEqual([(r.members, r.shared) for r in pack_rows([ctx + [1], ctx[:5] + [9, 9]])], [([0, 1], 5)])  # the prefix shrinks to fit
+        self.assertEqual(len(pack_rows([ctx + [1], ctx[:5] + list(range(20, 32))])), 2)  # shares 5 of its 16: not packed
+        # Packed rows and lone sequences never share a pass: lone ones keep the plain causal attention.
+        self.assertEqual(plan_passes([13, 2, 7, 5], 100, [True, False, False, True]), [[0, 3], [2, 1]])
         self.assertEqual(len(pack_rows([ctx + [1, 2], ctx + [3, 4]], limit=11)), 2)  # 12 tokens packed: over the limit
         self.assertEqual(len(pack_rows([ctx + [1, 2], ctx + [3, 4]], limit=12)), 1)
         model = M.MLAForCausalLM(tiny_spec(variant="qk-clip"))
