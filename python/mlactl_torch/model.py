@@ -148,7 +148,7 @@ def rope_tables(dr: int, max_len: int, theta: float) -> Tuple[torch.Tensor, torc
 
 def apply_rope(z: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """
-    Rotate adjacent pairs (2i, 2i+1) of the last axis (dr) of z [B, T, ..., dr] at positions 0..T-1:
+    Rotate adjacent pairs (2i, 2i+1) of the last axis (dr) of z [B, T, ..., dr] by each token's position:
         y[2i] = z[2i] cos - z[2i+1] sin,   y[2i+1] = z[2i] sin + z[2i+1] cos
     cos, sin: the tables [max_len, dr/2], or rows already picked per token [B, T, dr/2] (packed scoring rows, whose
     positions restart within a row). The layout is the interleaved one of RoFormer, not the half-split of GPT-NeoX.

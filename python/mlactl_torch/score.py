@@ -29,22 +29,31 @@ from .model import MLAForCausalLM, compile_blocks
 
 CPU_TOKEN_BUDGET = 16384
 MAX_TOKEN_BUDGET = 1 << 20
-# A sequence joins the row before it when they share at least this many leading tokens, and at least half its
-# own: less saves too little to pay for a longer row and a masked attention instead of the plain causal one.
+# Sequences share a row when their common prefix is at least this long, and at least half of each one's tokens,
+# and packing saves at least this many fed tokens: less saves too little to pay for a longer row and a masked
+# attention instead of the plain causal one.
 MIN_SHARED = 4
 # Packed rows stay this short, so the [B, 1, T, T] mask stays small beside the activations.
 PACKED_ROW_LIMIT = 512
 
 
 def load_for_scoring(folder: str, device: str, compile: bool = False) -> MLAForCausalLM:
-    """The checkpoint's weights, checked strictly as for training, in float32 (bf16 only inside autocast)."""
+    """
+    The checkpoint's weights, checked strictly as for training, in float32 (bf16 only inside autocast). `compile`
+    compiles the decoder blocks in place where it can (CUDA, torch >= 2.2: `can_compile_blocks`).
+    """
     model = MLAForCausalLM(spec_from_checkpoint_config(read_config(folder)))
     with torch.no_grad():
         load_model_weights(folder, model)
     model = model.to(device).eval()
-    if compile and str(device).startswith("cuda") and hasattr(torch, "compile"):
+    if compile and can_compile_blocks(device):
         compile_blocks(model)
     return model
+
+
+def can_compile_blocks(device) -> bool:
+    """Block-by-block compilation needs nn.Module.compile (torch >= 2.2); scoring calls the blocks, not the model."""
+    return str(device).startswith("cuda") and hasattr(torch.nn.Module, "compile")
 
 
 def token_budget(model: MLAForCausalLM, device: str, dtype: torch.dtype) -> int:
@@ -74,10 +83,11 @@ class Row(NamedTuple):
 
 def pack_rows(seqs: Sequence[Sequence[int]], limit: int = PACKED_ROW_LIMIT) -> List[Row]:
     """
-    Rows in request order: a sequence joins the row before it when it shares at least MIN_SHARED leading tokens
-    with that row's first sequence, and at least half of the tokens it feeds, and the row stays within `limit`
-    tokens. Callers that send a prefix's sequences next to each other (the CLI does) get them packed; any order is
-    still scored correctly.
+    Rows in request order. A sequence joins the row before it when the prefix that the row's first sequence
+    shares with every member, itself included, stays at least max(MIN_SHARED, half of each member's n - 1), the
+    join feeds at least MIN_SHARED fewer tokens than the row and the sequence apart, and the row stays within
+    `limit`. A join may shorten the prefix for every member; the conditions count that. Callers that send a
+    prefix's sequences next to each other (the CLI does) get them packed; any order is still scored correctly.
     """
     rows: List[Row] = []
     for i, seq in enumerate(seqs):
@@ -91,7 +101,9 @@ def pack_rows(seqs: Sequence[Sequence[int]], limit: int = PACKED_ROW_LIMIT) -> L
                     p += 1
             own = sum(len(seqs[m]) - 1 for m in row.members) + len(seq) - 1  # fed tokens if nothing were shared
             length = own - len(row.members) * p  # the prefix fed once instead of once per member
-            if p >= max(MIN_SHARED, (len(seq) - 1) / 2) and length <= limit:
+            saved = row.length + len(seq) - 1 - length  # against the row as it is and this sequence alone
+            longest = max(len(seq), max(len(seqs[m]) for m in row.members)) - 1
+            if p >= max(MIN_SHARED, longest / 2) and saved >= MIN_SHARED and length <= limit:
                 rows[-1] = Row(row.members + [i], p, length)
                 continue
         rows.append(Row([i], len(seq) - 1, len(seq) - 1))
@@ -102,6 +114,7 @@ def plan_passes(lengths: List[int], budget: int, packed: Optional[List[bool]] = 
     """
     Indices of rows per forward pass: longest first, each pass's count x its longest length <= budget. With
     `packed`, packed rows and lone sequences go to separate passes, so lone ones keep the plain causal attention.
+    The pass with the most padded tokens comes first, so running out of memory shows on the first.
     """
     kinds = packed or [False] * len(lengths)
     passes: List[List[int]] = []
@@ -113,7 +126,7 @@ def plan_passes(lengths: List[int], budget: int, packed: Optional[List[bool]] = 
                 passes[-1].append(i)
             else:
                 passes.append([i])
-    return passes
+    return sorted(passes, key=lambda rows: -len(rows) * lengths[rows[0]])
 
 
 @torch.no_grad()
@@ -163,7 +176,8 @@ def score_pass(model: MLAForCausalLM, seqs: Sequence[Sequence[int]], starts: Seq
         seg = put(segments)
         T_ = torch.arange(T, device=fed.device)
         causal = T_[None, :] <= T_[:, None]  # [T(query), T(key)]
-        # A token sees the shared prefix and its own member's tokens, causally; padding sees the prefix and itself.
+        # A token sees the shared prefix and its own member's tokens, causally (padding: the prefix and earlier
+        # padding), so no softmax row is empty.
         mask = causal[None] & ((seg[:, None, :] == -1) | (seg[:, None, :] == seg[:, :, None]))  # [B, T, T]
         mask = mask[:, None]  # [B, 1, T, T], broadcast over heads
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if dtype == torch.bfloat16 else torch.autocast("cpu", enabled=False)
@@ -179,12 +193,15 @@ def score_pass(model: MLAForCausalLM, seqs: Sequence[Sequence[int]], starts: Seq
 
 def check_starts(seqs: Sequence[Sequence[int]], starts: Optional[Sequence[int]]) -> List[int]:
     """`from` of a request: one position per sequence in 0..n-2 (default all 0: every position scored)."""
+    for i, s in enumerate(seqs):
+        if len(s) < 2:
+            raise ValueError(f"sequence {i} has {len(s)} tokens; at least 2 are needed (one to predict)")
     if starts is None:
         return [0] * len(seqs)
     if len(starts) != len(seqs):
         raise ValueError(f"request has {len(starts)} values in 'from' for {len(seqs)} sequences")
     for i, (f, s) in enumerate(zip(starts, seqs)):
-        if not isinstance(f, int) or not 0 <= f <= len(s) - 2:
+        if not isinstance(f, int) or isinstance(f, bool) or not 0 <= f <= len(s) - 2:
             raise ValueError(f"'from' of sequence {i} is {f!r}; expected an integer in 0..{len(s) - 2}")
     return list(starts)
 
@@ -240,7 +257,7 @@ def serve(folder: str, device: str, precision: str, batch_size: int = 0, window:
         suggested = max(batch_size, min(8192, budget // (window + 1)))
     out = sys.stdout
     out.write(json.dumps({"event": "ready", "device": device, "precision": "bf16" if dtype == torch.bfloat16 else "fp32", "token_budget": budget,
-                          "batch_size": suggested, "compile": bool(compile and str(device).startswith("cuda")), "packs_prefixes": pack}) + "\n")
+                          "batch_size": suggested, "compile": bool(compile and can_compile_blocks(device)), "packs_prefixes": pack}) + "\n")
     out.flush()
     loaded = time.perf_counter() - started
     computing: List[float] = []

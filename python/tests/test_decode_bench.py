@@ -92,7 +92,8 @@ class ScoringPasses(unittest.TestCase):
         for p in passes:
             self.assertLessEqual(len(p) * max(lengths[i] for i in p), max(40, max(lengths[i] for i in p)))
             self.assertEqual([lengths[i] for i in p], sorted((lengths[i] for i in p), reverse=True))
-        self.assertEqual([lengths[p[0]] for p in passes], sorted((lengths[p[0]] for p in passes), reverse=True))
+        padded = [len(p) * lengths[p[0]] for p in passes]
+        self.assertEqual(padded, sorted(padded, reverse=True))  # the largest pass first: out of memory shows at once
 
 
     def test_scores_equal_a_float64_forward_per_sequence_packed_or_not(self):
@@ -125,6 +126,10 @@ class ScoringPasses(unittest.TestCase):
                          [([0, 1, 2], 10, 10 + 1 + 0 + 2), ([3], 2, 2), ([4], 7, 7), ([5], 5, 5)])
         self.assertEqual([(r.members, r.shared) for r in pack_rows([ctx + [1], ctx[:5] + [9, 9]])], [([0, 1], 5)])  # the prefix shrinks to fit
         self.assertEqual(len(pack_rows([ctx + [1], ctx[:5] + list(range(20, 32))])), 2)  # shares 5 of its 16: not packed
+        self.assertEqual(len(pack_rows([list(range(100)), [0, 1, 2, 3, 50, 51, 52, 53]])), 2)  # 4 of the first's 99
+        long_ctx = list(range(100))
+        rows = pack_rows([long_ctx + [1], long_ctx + [2], long_ctx + [3], long_ctx[:6] + [7, 8, 9, 10, 11]])
+        self.assertEqual([(r.members, r.shared) for r in rows], [([0, 1, 2], 100), ([3], 10)])  # no shrinking to 6
         # Packed rows and lone sequences never share a pass: lone ones keep the plain causal attention.
         self.assertEqual(plan_passes([13, 2, 7, 5], 100, [True, False, False, True]), [[0, 3], [2, 1]])
         self.assertEqual(len(pack_rows([ctx + [1, 2], ctx + [3, 4]], limit=11)), 2)  # 12 tokens packed: over the limit

@@ -29,7 +29,7 @@ import torch  # noqa: E402
 torch.set_num_threads(THREADS)
 
 from mlactl_torch.model import MLAForCausalLM, ModelSpec, compile_blocks, init_parameters  # noqa: E402
-from mlactl_torch.score import score_sequences, token_budget  # noqa: E402
+from mlactl_torch.score import can_compile_blocks, score_sequences, token_budget  # noqa: E402
 
 # The model blocks of configs/models/*.yaml (as tools/bench_step.py).
 PRESETS = {
@@ -76,8 +76,10 @@ def main() -> int:
     model = MLAForCausalLM(spec)
     init_parameters(model, 0)
     model = model.to(device).eval()
-    if args.compile and device == "cuda":  # as score.load_for_scoring does
-        compile_blocks(model)
+    if args.compile:
+        if not can_compile_blocks(device):
+            sys.exit("bench_score: --compile needs CUDA and torch >= 2.2 (nn.Module.compile)")
+        compile_blocks(model)  # as score.load_for_scoring does
     budget = token_budget(model, device, dtype)
     vocab = min(50257, spec.vocab)
     warm, warm_starts = random_items(min(args.items, args.request) * args.warmup, args.choices, args.context, args.continuation, vocab, 1)

@@ -71,7 +71,8 @@ function checkFinite(model: ScoringModel, scores: TokenScores, name: string): vo
  */
 export function planBatches(lengths: number[], batchSize: number, tokenBudget = 0, groupOf?: (index: number) => string): number[][] {
   checkBatchSize(batchSize);
-  const units: number[][] = [];
+  const longestOf = (unit: number[]) => unit.reduce((most, index) => Math.max(most, lengths[index]), 0);
+  let units: number[][] = [];
   if (groupOf) {
     const byKey = new Map<string, number[]>();
     lengths.forEach((_, index) => {
@@ -83,20 +84,22 @@ export function planBatches(lengths: number[], batchSize: number, tokenBudget = 
         units.push(byKey.get(key)!);
       }
     });
-  } else lengths.forEach((_, index) => units.push([index]));
-  // A group larger than one batch holds (many items with one context) is cut into batch-sized pieces.
-  for (let u = 0; u < units.length; u++) {
-    const capacity = Math.max(batchSize, Math.floor(tokenBudget / Math.max(...units[u].map((index) => lengths[index]))));
-    if (units[u].length > capacity) units.splice(u, 1, ...Array.from({ length: Math.ceil(units[u].length / capacity) }, (_, k) => units[u].slice(k * capacity, (k + 1) * capacity)));
-  }
-  const longest = units.map((unit) => Math.max(...unit.map((index) => lengths[index])));
+    // A group larger than one batch holds (many items with one context) is cut, longest first, into batch-sized pieces.
+    units = units.flatMap((unit) => {
+      const capacity = Math.max(batchSize, Math.floor(tokenBudget / longestOf(unit)));
+      if (unit.length <= capacity) return [unit];
+      const sorted = [...unit].sort((a, b) => lengths[b] - lengths[a] || a - b);
+      return Array.from({ length: Math.ceil(sorted.length / capacity) }, (_, k) => sorted.slice(k * capacity, (k + 1) * capacity));
+    });
+  } else units = lengths.map((_, index) => [index]);
+  const longest = units.map(longestOf);
   const order = units.map((_, u) => u).sort((a, b) => longest[b] - longest[a] || units[a][0] - units[b][0]);
   const batches: number[][] = [];
   let first = 0; // the longest sequence of the last batch
   for (const u of order) {
     const last = batches[batches.length - 1];
     const count = (last?.length ?? 0) + units[u].length;
-    if (last && (count <= batchSize || count * first <= tokenBudget)) last.push(...units[u]);
+    if (last && (count <= batchSize || count * first <= tokenBudget)) for (const index of units[u]) last.push(index);
     else {
       batches.push([...units[u]]);
       first = longest[u];
@@ -163,7 +166,7 @@ interface PreparedRequest {
   /** Names the request in errors, escaped for the terminal. */
   name: string;
   sequence: number[];
-  /** Index into the sequence's logprobs of the first continuation token. */
+  /** The first continuation token's position among the sequence's n - 1 predictions (the `from` asked for). */
   scoreFrom: number;
   nTokens: number;
 }

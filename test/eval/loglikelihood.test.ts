@@ -180,6 +180,9 @@ describe('loglikelihood', () => {
     expect(planBatches(lengths, 2, 24, (i) => group[i])).toEqual([[1, 4], [0, 2, 5, 3, 6]]);
     // One group larger than a batch holds (batch size 2, budget 8 = 2 x 4 tokens) is cut into batch-sized pieces.
     expect(planBatches([4, 4, 4, 4, 4], 2, 8, () => 'one')).toEqual([[0, 1], [2, 3], [4]]);
+    // Cut longest first, so pieces pad little; a group of 200k (every item with an empty context) plans too.
+    expect(planBatches([2, 5, 3, 4], 2, 0, () => 'one')).toEqual([[1, 3], [2, 0]]);
+    expect(planBatches(new Array(200000).fill(3), 16, 30000, () => 'eos').map((b) => b.length)).toEqual(new Array(20).fill(10000));
   });
 
   it('asks only for the continuation positions, grouped by context for a scorer that packs prefixes', async () => {
