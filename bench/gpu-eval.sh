@@ -36,8 +36,10 @@ evaluate() {
   echo "$name rc=$? at ${SECONDS}s" | tee -a "$OUT/steps.txt"
 }
 for precision in ${PRECISIONS:-bf16 fp32}; do evaluate "eval-$precision" "$precision"; done
-# UNPACKED=1: bf16 again with every sequence in its own row (no shared contexts), side by side.
+# UNPACKED=1: bf16 again with every sequence in its own row (no shared contexts), side by side. ALLOC=1: bf16 again
+# with the CUDA allocator's expandable segments off (the scoring process turns them on unless told otherwise).
 [[ ${UNPACKED:-0} == 1 ]] && evaluate eval-bf16-unpacked bf16 MLACTL_SCORE_PACK=0
+[[ ${ALLOC:-0} == 1 ]] && evaluate eval-bf16-fixed-segments bf16 PYTORCH_CUDA_ALLOC_CONF=expandable_segments:False
 # STEADY=1: the scoring code alone on random items of the same shape, warm (tools/bench_score.py): packed, unpacked,
 # and packed with compiled blocks, whose compilation the warm-up requests absorb.
 if [[ ${STEADY:-0} == 1 ]]; then

@@ -1,5 +1,6 @@
 """The decode benchmark (bench_decode.py) and the scoring server's batching (score.py), on the CPU."""
 import unittest
+from unittest import mock
 
 import torch
 import torch.nn.functional as F
@@ -9,6 +10,7 @@ from mlactl_torch import bench_decode as BD
 from mlactl_torch import model as M
 from mlactl_torch.decode import DecodeLayer
 from mlactl_torch.model import ModelSpec, rope_tables
+from mlactl_torch import score as SC
 from mlactl_torch.score import pack_rows, plan_passes, score_sequences
 
 DIMS = dict(variant="qk-norm", vocab=1, d=32, L=1, H=4, dq=0, dc=16, dn=8, dr=4, dv=8, dff=1, G=2, scope="full", qk_eps=1e-6, norm_eps=1e-6,
@@ -106,8 +108,9 @@ class ScoringPasses(unittest.TestCase):
             ref = copy.deepcopy(model).double()
             seqs, starts = choice_sets(torch.Generator().manual_seed(0))
             for pack in (True, False):
-                for budget in (60, 4096):  # several passes, with padding; one pass
-                    with self.subTest(variant=spec.variant, scope=spec.scope, dq=spec.dq, pack=pack, budget=budget):
+                for budget, head_elements in ((60, 1 << 28), (4096, 1 << 28), (4096, 5 * spec.vocab)):  # passes; head chunks of 5
+                    with self.subTest(variant=spec.variant, scope=spec.scope, dq=spec.dq, pack=pack, budget=budget, head_elements=head_elements), \
+                            mock.patch.object(SC, "HEAD_ELEMENTS", head_elements):
                         results = score_sequences(model, seqs, "cpu", torch.float32, budget, starts, pack)
                         for s, f, r in zip(seqs, starts, results):
                             want, greedy = sequence_scores(ref, s)
