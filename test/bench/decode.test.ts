@@ -124,7 +124,7 @@ describe('memory accounting and refusal', () => {
   test('--key-groups sets G of the DeepSeek-like dims: one rk number per token instead of 16', async () => {
     const out = tmp();
     const r = await runCommand<BenchDecodeResult>(BenchDecode, [
-      '--key-groups', '1', '--contexts', '64', '--caches', 'latent,latent+invrms', '--repeats', '1', '--warmup', '0', '--backend', 'cpu', '--out', out,
+      '--key-groups', '1', '--contexts', '64', '--caches', 'latent,latent+invrms', '--repeats', '1', '--warmup', '0', '--backend', 'wasm', '--out', out,
     ]);
     expect(r.exitCode).toBe(0);
     const json = JSON.parse(fs.readFileSync(path.join(out, 'decode.json'), 'utf8'));
