@@ -36,10 +36,11 @@ evaluate() {
   echo "$name rc=$? at ${SECONDS}s" | tee -a "$OUT/steps.txt"
 }
 for precision in ${PRECISIONS:-bf16 fp32}; do evaluate "eval-$precision" "$precision"; done
-# UNPACKED=1: bf16 again with every sequence in its own row (no shared contexts), side by side. ALLOC=1: bf16 again
-# with the CUDA allocator's expandable segments off (the scoring process turns them on unless told otherwise).
+# UNPACKED=1: bf16 again with every sequence in its own row (no shared contexts), side by side. REPEAT=1: the
+# default bf16 arm once more at the end, when the machine's files and kernels are warm (a fresh machine's first
+# scoring process pays for reading them on its first requests).
 [[ ${UNPACKED:-0} == 1 ]] && evaluate eval-bf16-unpacked bf16 MLACTL_SCORE_PACK=0
-[[ ${ALLOC:-0} == 1 ]] && evaluate eval-bf16-fixed-segments bf16 PYTORCH_CUDA_ALLOC_CONF=expandable_segments:False
+[[ ${REPEAT:-0} == 1 ]] && evaluate eval-bf16-again bf16
 # STEADY=1: the scoring code alone on random items of the same shape, warm (tools/bench_score.py): packed, unpacked,
 # and packed with compiled blocks, whose compilation the warm-up requests absorb.
 if [[ ${STEADY:-0} == 1 ]]; then

@@ -175,11 +175,6 @@ def score(args) -> int:
     import torch
 
     torch.set_num_threads(threads)
-    # Requests ask for differently sized tensors all the time; expandable segments (torch >= 2.1) let the CUDA
-    # allocator grow its blocks instead of freeing and re-allocating them. Read at the first CUDA allocation, so
-    # setting it here, after the import, still counts; a user's own setting wins.
-    if tuple(int(x) for x in torch.__version__.split(".")[:2] if x.isdigit()) >= (2, 1):
-        os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
     from .checkpoint import CheckpointError
     from .score import serve
 

@@ -254,7 +254,7 @@ def serve(folder: str, device: str, precision: str, batch_size: int = 0, window:
     Answer requests until stdin closes. `ready` reports `batch_size`: the sequences per request the caller should
     send, at least the requested `batch_size`, more on CUDA when sequences of `window` tokens fit the budget.
     A request this process cannot score (a bad `from`) gets `{"id", "error"}` and the process goes on.
-    `compile` compiles the decoder blocks (CUDA): on an H200 it paid off only past about 60k items (bench/NOTES.md).
+    `compile` compiles the decoder blocks (CUDA): on an H200 it pays off only past about 50k items (bench/NOTES.md).
     With MLACTL_SCORE_TIMING=1, one line on stderr at the end says where the process's time went (loading, each
     request's computing, reading requests and writing answers), so the first requests' compilation shows apart.
     MLACTL_SCORE_PACK=0 gives every sequence its own row (no shared prefixes), to time packing side by side.

@@ -21,7 +21,7 @@ export function torchScorers(cfg: Pick<Config, 'engine'>): OpenScorer {
     const { spec, tokenizer } = modelFolderInfo(dir);
     const precision = cfg.engine.precision === 'bf16' ? 'bf16' : 'fp32';
     const maxSeqLen = Math.min(opts.window, spec.maxSeqLen) + 1;
-    // Compiling the blocks took about 23 s on an H200 and paid off only past about 60k four-choice items
+    // Compiling the blocks took about 22 s on an H200 and pays off only past about 50k four-choice items
     // (bench/NOTES.md), so scoring compiles only when the config says `on`, never for `auto`.
     const compile = cfg.engine.compile === 'on' ? 'on' : 'off';
     const args = ['score', '--model', dir, '--device', cfg.engine.device, '--precision', precision, '--threads', String(cfg.engine.threads), '--compile', compile];
