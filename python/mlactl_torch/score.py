@@ -141,26 +141,30 @@ def score_pass(model: MLAForCausalLM, seqs: Sequence[Sequence[int]], starts: Seq
     starts[i]..n-2 in order), so the host reads exactly the answer.
     """
     T = max(r.length for r in rows)
+    packed = any(len(r.members) > 1 for r in rows)
     tokens = [[0] * T for _ in rows]
-    positions = [[0] * T for _ in rows]
-    segments = [[-2] * T for _ in rows]  # -1 the shared prefix, j member j's own tokens, -2 padding
+    # Packed rows only: each token's position in its own sequence, and its segment (-1 the shared prefix, j member
+    # j's own tokens, -2 padding).
+    positions = [[0] * T for _ in rows] if packed else None
+    segments = [[-2] * T for _ in rows] if packed else None
     pick_row: List[int] = []
     pick_col: List[int] = []
     targets: List[int] = []
-    packed = any(len(r.members) > 1 for r in rows)
     for b, row in enumerate(rows):
         p = row.shared
         first = seqs[row.members[0]]
         tokens[b][:p] = first[:p]
-        positions[b][:p] = range(p)
-        segments[b][:p] = [-1] * p
+        if packed:
+            positions[b][:p] = range(p)
+            segments[b][:p] = [-1] * p
         at = p  # where the next member's own tokens start in the row
         for j, i in enumerate(row.members):
             seq, n, f = seqs[i], len(seqs[i]), starts[i]
             own = n - 1 - p
             tokens[b][at : at + own] = seq[p : n - 1]
-            positions[b][at : at + own] = range(p, n - 1)
-            segments[b][at : at + own] = [j] * own
+            if packed:
+                positions[b][at : at + own] = range(p, n - 1)
+                segments[b][at : at + own] = [j] * own
             # Position k's prediction sits in the prefix for k < p and at at + k - p after it.
             cols = list(range(f, p)) + list(range(at + max(f, p) - p, at + own))
             pick_col.extend(cols)
@@ -169,8 +173,8 @@ def score_pass(model: MLAForCausalLM, seqs: Sequence[Sequence[int]], starts: Seq
             at += own
     on_cuda = str(device).startswith("cuda")
 
-    def put(values, dtype_=torch.long):
-        t = torch.tensor(values, dtype=dtype_)
+    def put(values):
+        t = torch.tensor(values, dtype=torch.long)
         return t.pin_memory().to(device, non_blocking=True) if on_cuda else t
 
     fed = put(tokens)  # [B, T]

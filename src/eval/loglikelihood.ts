@@ -80,8 +80,9 @@ export function planBatches(lengths: number[], batchSize: number, tokenBudget = 
       const unit = byKey.get(key);
       if (unit) unit.push(index);
       else {
-        byKey.set(key, [index]);
-        units.push(byKey.get(key)!);
+        const fresh = [index];
+        byKey.set(key, fresh);
+        units.push(fresh);
       }
     });
     // A group larger than one batch holds (many items with one context) is cut, longest first, into batch-sized pieces.

@@ -155,10 +155,10 @@ export class TfScoringModel implements ScoringModel {
       const f = from?.[i] ?? 0;
       if (!Number.isInteger(f) || f < 0 || f > seq.length - 2) throw new Error(`scoreSequences: sequence ${i} starts at ${f}; expected 0..${seq.length - 2}`);
     });
+    const starts = from ?? new Array<number>(seqs.length).fill(0);
     const out: TokenScores[] = [];
     for (let begin = 0; begin < seqs.length; begin += this.batchSize) {
-      const end = begin + this.batchSize;
-      out.push(...(await this.scoreBatch(seqs.slice(begin, end), from?.slice(begin, end) ?? new Array<number>(Math.min(end, seqs.length) - begin).fill(0))));
+      out.push(...(await this.scoreBatch(seqs.slice(begin, begin + this.batchSize), starts.slice(begin, begin + this.batchSize))));
     }
     return out;
   }
