@@ -12,7 +12,10 @@ import argparse
 import json
 import os
 import sys
+import time
 import traceback
+
+STARTED = time.perf_counter()  # before torch is imported: `score` reports how long its imports took
 
 
 def _cores() -> int:
@@ -180,7 +183,7 @@ def score(args) -> int:
 
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     try:
-        return serve(args.model, device, args.precision if device == "cuda" else "fp32", args.batch_size, args.window, args.compile == "on")
+        return serve(args.model, device, args.precision if device == "cuda" else "fp32", args.batch_size, args.window, args.compile == "on", STARTED)
     except CheckpointError as e:
         sys.stdout.write(json.dumps({"event": "error", "message": str(e).splitlines()[0]}) + "\n")
         return 2

@@ -19,7 +19,7 @@ import torch
 
 from .model import MLAForCausalLM, ModelSpec
 from .optim import Optimizer, StateError
-from .safetensors_io import SafetensorsError, read_safetensors, write_safetensors
+from .safetensors_io import SafetensorsError, read_header, read_safetensors, stream_tensors, write_safetensors
 
 CHECKPOINT_FORMAT = "mlactl-mla/1"
 CKPT_DIR = "ckpt"
@@ -138,27 +138,31 @@ def check_config_matches(folder: str, spec: ModelSpec) -> dict:
 
 @torch.no_grad()
 def load_model_weights(folder: str, model: MLAForCausalLM, use_package: bool = True) -> None:
-    """Copy model.safetensors into the model's parameters: exactly its tensors, each of its shape, float32."""
+    """
+    Copy model.safetensors into the model's parameters: exactly its tensors, each of its shape, float32. The header
+    is checked against the model before any parameter changes; then one tensor at a time goes straight into its
+    parameter, wherever that lives (on a GPU: no whole second copy of the weights in host memory).
+    """
     path = os.path.join(folder, "model.safetensors")
     try:
-        tensors, _ = read_safetensors(path, use_package)
+        entries, _, data_start = read_header(path)
+        params = dict(model.named_parameters())
+        missing = sorted(set(params) - set(entries))
+        if missing:
+            raise CheckpointError(f"{path}: missing tensor {missing[0]}")
+        extra = sorted(set(entries) - set(params))
+        if extra:
+            raise CheckpointError(f"{path}: unexpected tensor {extra[0]} (checkpoint of another model?)")
+        for name, p in params.items():
+            entry = entries[name]
+            if tuple(entry["shape"]) != tuple(p.shape):
+                raise CheckpointError(f"{path}: tensor {name} has shape {list(entry['shape'])}, expected {list(p.shape)}")
+            if entry["dtype"] != "F32":
+                raise CheckpointError(f"{path}: tensor {name} must be F32")
+        for name, t in stream_tensors(path, entries, data_start, use_package):
+            params[name].copy_(t)
     except SafetensorsError as e:
         raise CheckpointError(str(e)) from None
-    params = dict(model.named_parameters())
-    missing = sorted(set(params) - set(tensors))
-    if missing:
-        raise CheckpointError(f"{path}: missing tensor {missing[0]}")
-    extra = sorted(set(tensors) - set(params))
-    if extra:
-        raise CheckpointError(f"{path}: unexpected tensor {extra[0]} (checkpoint of another model?)")
-    for name, p in params.items():
-        t = tensors[name]
-        if tuple(t.shape) != tuple(p.shape):
-            raise CheckpointError(f"{path}: tensor {name} has shape {list(t.shape)}, expected {list(p.shape)}")
-        if t.dtype != torch.float32:
-            raise CheckpointError(f"{path}: tensor {name} must be F32")
-    for name, p in params.items():
-        p.copy_(tensors[name])
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import ctypes
 import json
 import os
 import sys
-from typing import Dict, Optional, Tuple
+from typing import Dict, Iterator, Optional, Tuple
 
 import torch
 
@@ -105,14 +105,17 @@ def read_header(path: str) -> Tuple[Dict[str, dict], Dict[str, str], int]:
     return header, metadata, 8 + n
 
 
-def read_safetensors(path: str, use_package: bool = True) -> Tuple[Dict[str, torch.Tensor], Dict[str, str]]:
-    """All tensors of a file as CPU tensors, and its metadata."""
-    entries, metadata, data_start = read_header(path)
+def stream_tensors(path: str, entries: Dict[str, dict], data_start: int, use_package: bool = True) -> Iterator[Tuple[str, torch.Tensor]]:
+    """
+    The tensors of a checked file (`read_header`'s entries) as CPU tensors, one at a time: each is valid until the
+    next is read (the package's come from its memory map), so a caller copies it somewhere or clones it. Loading
+    weights this way never holds a second copy of the whole file.
+    """
     if use_package and _package_safe_open is not None:
-        # The package maps the file; each tensor is copied out so the file may be replaced while tensors live on.
         with _package_safe_open(path, framework="pt") as f:
-            return {name: f.get_tensor(name).clone() for name in entries}, metadata
-    tensors = {}
+            for name in entries:
+                yield name, f.get_tensor(name)
+        return
     with open(path, "rb") as f:
         for name, entry in entries.items():
             t = torch.empty(entry["shape"], dtype=DTYPES[entry["dtype"]])
@@ -123,5 +126,11 @@ def read_safetensors(path: str, use_package: bool = True) -> Tuple[Dict[str, tor
                 if f.readinto(chunk) != len(chunk):
                     raise SafetensorsError(f"{path}: short read in tensor {name}")
             del view
-            tensors[name] = t
-    return tensors, metadata
+            yield name, t
+
+
+def read_safetensors(path: str, use_package: bool = True) -> Tuple[Dict[str, torch.Tensor], Dict[str, str]]:
+    """All tensors of a file as CPU tensors of their own (the file may be replaced while they live on), and its metadata."""
+    entries, metadata, data_start = read_header(path)
+    mapped = use_package and _package_safe_open is not None
+    return {name: t.clone() if mapped else t for name, t in stream_tensors(path, entries, data_start, use_package)}, metadata

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from .checkpoint import load_model_weights, read_config, spec_from_checkpoint_config
-from .model import MLAForCausalLM, compile_blocks
+from .model import MLAForCausalLM, build_for_loading, compile_blocks
 
 CPU_TOKEN_BUDGET = 16384
 MAX_TOKEN_BUDGET = 1 << 20
@@ -44,10 +44,10 @@ def load_for_scoring(folder: str, device: str, compile: bool = False) -> MLAForC
     The checkpoint's weights, checked strictly as for training, in float32 (bf16 only inside autocast). `compile`
     compiles the decoder blocks in place where it can (CUDA, torch >= 2.2: `can_compile_blocks`).
     """
-    model = MLAForCausalLM(spec_from_checkpoint_config(read_config(folder)))
+    model = build_for_loading(spec_from_checkpoint_config(read_config(folder)), device)
     with torch.no_grad():
         load_model_weights(folder, model)
-    model = model.to(device).eval()
+    model.eval()
     if compile and can_compile_blocks(device):
         compile_blocks(model)
     return model
@@ -253,19 +253,22 @@ def score_batch(model: MLAForCausalLM, seqs: List[List[int]], device: str, dtype
     return score_sequences(model, seqs, device, dtype, token_budget(model, device, dtype), starts)
 
 
-def serve(folder: str, device: str, precision: str, batch_size: int = 0, window: int = 0, compile: bool = False) -> int:
+def serve(folder: str, device: str, precision: str, batch_size: int = 0, window: int = 0, compile: bool = False,
+          since: Optional[float] = None) -> int:
     """
     Answer requests until stdin closes. `ready` reports `batch_size`: the sequences per request the caller should
     send, at least the requested `batch_size`, more on CUDA when sequences of `window` tokens fit the budget.
     A request this process cannot score (a bad `from`) gets `{"id", "error"}` and the process goes on.
     `compile` compiles the decoder blocks (CUDA): on an H200 it pays off only past about 50k items (bench/NOTES.md).
     With MLACTL_SCORE_TIMING=1, one line on stderr at the end says where the process's time went (loading, each
-    request's computing, reading requests and writing answers), so the first requests' compilation shows apart.
+    request's computing, reading requests and writing answers), so the first requests' compilation shows apart;
+    `since` (a perf_counter reading at the process's start) adds the time its imports took.
     MLACTL_SCORE_PACK=0 gives every sequence its own row (no shared prefixes), to time packing side by side.
     """
     started = time.perf_counter()
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     model = load_for_scoring(folder, device, compile)
+    loaded = time.perf_counter() - started
     budget = token_budget(model, device, dtype)
     pack = os.environ.get("MLACTL_SCORE_PACK", "1") != "0"
     suggested = batch_size
@@ -273,9 +276,11 @@ def serve(folder: str, device: str, precision: str, batch_size: int = 0, window:
         suggested = max(batch_size, min(8192, budget // (window + 1)))
     out = sys.stdout
     out.write(json.dumps({"event": "ready", "device": device, "precision": "bf16" if dtype == torch.bfloat16 else "fp32", "token_budget": budget,
-                          "batch_size": suggested, "compile": bool(compile and can_compile_blocks(device)), "packs_prefixes": pack}) + "\n")
+                          "batch_size": suggested, "compile": bool(compile and can_compile_blocks(device)), "packs_prefixes": pack,
+                          # The caller may be busy (tokenizing) when this line arrives: its own clock says when it was written.
+                          "ready_at": time.time()}) + "\n")
     out.flush()
-    loaded = time.perf_counter() - started
+    opened = time.perf_counter() - started
     computing: List[float] = []
     reading = writing = 0.0
     sequences = 0
@@ -296,7 +301,8 @@ def serve(folder: str, device: str, precision: str, batch_size: int = 0, window:
         computing.append(t2 - t1)
         sequences += len(request["seqs"])
     if os.environ.get("MLACTL_SCORE_TIMING") == "1":
-        print(f"score timing: loading {loaded:.2f} s; {len(computing)} requests, {sequences} sequences; computing {sum(computing):.2f} s "
+        imports = f"imports {started - since:.2f} s, " if since is not None else ""
+        print(f"score timing: {imports}loading {loaded:.2f} s (model and weights), ready after {opened:.2f} s; {len(computing)} requests, {sequences} sequences; computing {sum(computing):.2f} s "
               f"(per request: {' '.join(f'{c:.2f}' for c in computing)}); reading requests {reading:.2f} s; writing answers {writing:.2f} s",
               file=sys.stderr, flush=True)
     return 0

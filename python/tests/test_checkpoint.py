@@ -108,6 +108,47 @@ class ModelAndTrainingCheckpoints(unittest.TestCase):
             C.check_config_matches(folder, tiny_spec(variant="qk-clip"))
 
 
+class LoadingForInference(unittest.TestCase):
+    """build_for_loading + load_model_weights (what scoring and decoding open) give the saved model exactly."""
+
+    def setUp(self):
+        self.dir = temp_dir(self)
+
+    def test_the_loaded_model_equals_the_saved_one_with_either_reader(self):
+        for spec in (tiny_spec(variant="qk-norm", dq=7, G=2), tiny_spec(variant="baseline", tied=True)):
+            model = M.MLAForCausalLM(spec)
+            randomize(model, seed=6)
+            folder = os.path.join(self.dir, spec.variant)
+            C.save_model(folder, model, None)
+            for use_package in (True, False):
+                with self.subTest(variant=spec.variant, use_package=use_package):
+                    loaded = M.build_for_loading(spec, "cpu")
+                    C.load_model_weights(folder, loaded, use_package)
+                    want = dict(model.state_dict(keep_vars=False))
+                    got = dict(loaded.state_dict())
+                    self.assertEqual(sorted(got), sorted(want))
+                    for name in want:
+                        self.assertTrue(torch.equal(got[name], want[name]), name)
+                    for (name, a), (_, b) in zip(model.named_buffers(), loaded.named_buffers()):  # RoPE tables: derived, not saved
+                        self.assertTrue(torch.equal(a, b), name)
+
+    def test_a_refused_file_leaves_the_parameters_untouched(self):
+        spec = tiny_spec()
+        model = M.MLAForCausalLM(spec)
+        randomize(model, seed=2)
+        folder = os.path.join(self.dir, "m")
+        C.save_model(folder, model, None)
+        path = os.path.join(folder, "model.safetensors")
+        tensors, meta = S.read_safetensors(path)
+        S.write_safetensors(path, {**tensors, "model.norm.weight": torch.ones(3)}, meta)
+        target = M.MLAForCausalLM(spec)
+        before = {k: v.clone() for k, v in target.state_dict().items()}
+        with self.assertRaisesRegex(C.CheckpointError, r"tensor model.norm.weight has shape \[3\]"):
+            C.load_model_weights(folder, target)
+        for name, value in target.state_dict().items():
+            self.assertTrue(torch.equal(value, before[name]), name)
+
+
 class CrossEngine(unittest.TestCase):
     """The tfjs engine's checkpoints load here and give the same logits; ours load there and give the same logits."""
 

@@ -36,6 +36,23 @@ class CudaPaths(unittest.TestCase):
                         want, _ = sequence_scores(ref, s)
                         self.assertLessEqual(float((torch.tensor(r["logprobs"], dtype=torch.float64) - want[f:]).abs().max()), tolerance * max(1.0, float(want.abs().max())))
 
+    def test_a_checkpoint_loads_straight_onto_the_gpu(self):
+        from mlactl_torch import checkpoint as C
+
+        spec = tiny_spec(variant="qk-norm", G=2)
+        model = M.MLAForCausalLM(spec)
+        randomize(model, 5)
+        C.save_model(self.dir, model, None)
+        loaded = M.build_for_loading(spec, "cuda")
+        self.assertTrue(hasattr(torch.device, "__enter__"), "torch >= 2.0 builds on the meta device")
+        C.load_model_weights(self.dir, loaded)
+        want = {**dict(model.named_parameters()), **dict(model.named_buffers())}
+        got = {**dict(loaded.named_parameters()), **dict(loaded.named_buffers())}
+        self.assertEqual(sorted(got), sorted(want))
+        for name, t in got.items():
+            self.assertEqual(t.device.type, "cuda", name)
+            self.assertTrue(torch.equal(t.cpu(), want[name].detach()), name)
+
     def test_fused_adamw_matches_the_pure_update(self):
         if not O.FUSED_ADAMW_AVAILABLE:
             self.skipTest("this torch has no fused AdamW")

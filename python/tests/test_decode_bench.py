@@ -160,6 +160,7 @@ class ScoringPasses(unittest.TestCase):
         import io
         import json
         import os
+        import time
         from unittest import mock
 
         from mlactl_torch import score as SC
@@ -172,14 +173,16 @@ class ScoringPasses(unittest.TestCase):
         out, err = io.StringIO(), io.StringIO()
         with mock.patch.object(SC, "load_for_scoring", return_value=model), mock.patch.object(SC.sys, "stdin", stdin), \
                 mock.patch.object(SC.sys, "stdout", out), mock.patch.dict(os.environ, {"MLACTL_SCORE_TIMING": "1"}), contextlib.redirect_stderr(err):
-            self.assertEqual(SC.serve("unused", "cpu", "fp32", 4, 0), 0)
+            before = time.time()
+            self.assertEqual(SC.serve("unused", "cpu", "fp32", 4, 0, since=time.perf_counter() - 2.5), 0)
         lines = [json.loads(l) for l in out.getvalue().splitlines()]
         self.assertEqual(lines[0]["event"], "ready")
+        self.assertTrue(before <= lines[0]["ready_at"] <= time.time(), lines[0]["ready_at"])  # wall clock, seconds
         self.assertEqual([l["id"] for l in lines[1:]], [0, 1, 2])
         self.assertEqual([len(r["logprobs"]) for r in lines[1]["results"]], [2, 1])
         self.assertRegex(lines[2]["error"], r"^'from' of sequence 0 is 5")  # answered, and the process goes on
         self.assertEqual([len(r["logprobs"]) for r in lines[3]["results"]], [2])
-        self.assertRegex(err.getvalue(), r"^score timing: loading [\d.]+ s; 3 requests, 4 sequences; computing [\d.]+ s \(per request: [\d.]+ [\d.]+ [\d.]+\); "
+        self.assertRegex(err.getvalue(), r"^score timing: imports 2\.5\d s, loading [\d.]+ s \(model and weights\), ready after [\d.]+ s; 3 requests, 4 sequences; computing [\d.]+ s \(per request: [\d.]+ [\d.]+ [\d.]+\); "
                                          r"reading requests [\d.]+ s; writing answers [\d.]+ s\n$")
 
 

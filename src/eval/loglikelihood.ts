@@ -126,6 +126,7 @@ export interface ScoreInBatchesOptions {
  */
 export async function scoreInBatches(model: ScoringModel, seqs: number[][], opts: ScoreInBatchesOptions): Promise<TokenScores[]> {
   const { from, onProgress, nameOf = (index: number) => `sequence ${index}` } = opts;
+  await model.ready?.();
   const groupOf = model.packsPrefixes ? opts.groupOf : undefined;
   const batches = planBatches(seqs.map((s) => s.length), opts.batchSize, model.tokenBudget ?? 0, groupOf);
   const scores: TokenScores[] = new Array(seqs.length);

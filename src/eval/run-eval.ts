@@ -38,9 +38,12 @@ export interface EvaluateRunResult {
   evaluations: EvalSummary[];
   /** Items over the whole evaluation's wall clock, opening each checkpoint's scorer (a torch engine's start and model load) included. */
   itemsPerSecond: number;
-  /** Items over the time spent scoring them alone (a compiling engine compiles on its first requests, inside this time). */
+  /**
+   * Items over the time spent scoring them alone, from when the scorer was ready (or, if it was ready first, from
+   * when tokenizing began); a compiling engine compiles on its first requests, inside this time.
+   */
   scoringItemsPerSecond: number;
-  /** Seconds spent opening scorers, summed over checkpoints. */
+  /** Seconds from starting each checkpoint's scorer to its being ready (tokenizing overlaps them), summed over checkpoints. */
   openSeconds: number;
 }
 
@@ -91,11 +94,14 @@ export async function evaluateRun(opts: EvaluateRunOptions): Promise<EvaluateRun
     // max_length: a scored sequence holds seq_len + 1 tokens, its last one only a target.
     const opened = Date.now();
     const scorer = await opts.openScorer(ckpt.dir, { batchSize: opts.batchSize ?? cfg.eval.batch_size, window: cfg.data.seq_len, windowKey: 'data.seq_len' });
-    openMs += Date.now() - opened;
     try {
+      // A scorer that loads in another process is still loading here: the first task's items are tokenized
+      // meanwhile, and scoring is timed from when both were done.
       const scoring = Date.now();
       const results = await evaluateTasks(scorer, tasks, { limit, batchSize: scorer.batchSize, onProgress: (p) => opts.onProgress?.({ ...p, step: ckpt.step }) });
-      scoringMs += Date.now() - scoring;
+      const readyAt = await scorer.ready();
+      openMs += Math.max(0, readyAt - opened);
+      scoringMs += Date.now() - Math.max(readyAt, scoring);
       items += results.tasks.reduce((n, t) => n + t.n, 0);
       const summary = writeEvalResults(opts.runDir, results, { checkpointStep: ckpt.step, tokens: tokensAt(ckpt.dir) }, variant);
       appendByStep(opts.runDir, summary, variant);

@@ -36,6 +36,12 @@ export interface ScoringModel {
    */
   packsPrefixes?: boolean;
   /**
+   * Resolves once `tokenBudget`, `inFlight` and `packsPrefixes` are final: a scorer in another process learns
+   * them when it has loaded its weights. `scoreInBatches` awaits it before planning batches, so a caller
+   * tokenizes while such a scorer starts. Rejects with the reason the scorer cannot start.
+   */
+  ready?(): Promise<unknown>;
+  /**
    * Batched scoring of token sequences (each length 2..maxSeqLen), each from position `from[i]` (0..n-2, default
    * 0) on: a continuation needs only its own tokens' scores, and a scorer may skip the output head elsewhere.
    */
@@ -46,11 +52,18 @@ export interface ScoringModel {
 export interface CheckpointScorer extends ScoringModel {
   /** Sequences per forward pass, after the engine fitted the requested size to its memory. */
   batchSize: number;
+  /**
+   * Resolves to when (ms since the epoch) the scorer became ready to score, by its own clock: `openScorer` may
+   * return before then, while a scoring process is still loading.
+   */
+  ready(): Promise<number>;
+  /** Ends the scorer, also one still starting. */
   dispose(): void;
 }
 
 /**
- * Opens a scorer for the model folder `dir`, feeding windows of `window` positions (sequences of window + 1 tokens);
+ * Opens a scorer for the model folder `dir` (refusing a bad folder at once; a scorer that loads elsewhere may
+ * still be loading when this resolves: see `CheckpointScorer.ready`), feeding windows of `window` positions (sequences of window + 1 tokens);
  * `windowKey` names the config key that sets the window in messages.
  */
 export type OpenScorer = (dir: string, opts: { batchSize: number; window: number; windowKey: string }) => Promise<CheckpointScorer>;

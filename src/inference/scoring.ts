@@ -285,6 +285,7 @@ export function tfjsScorers(backend: BackendName = 'auto'): OpenScorer {
     const model = loadRunModel(dir);
     const batchSize = fittingBatch(opts.batchSize, opts.window, model.spec.vocab);
     const scorer = new TfScoringModel(model, { batchSize, maxSeqLen: opts.window + 1 });
+    const readyAt = Date.now();
     return {
       tokenizer: scorer.tokenizer,
       maxSeqLen: scorer.maxSeqLen,
@@ -292,6 +293,7 @@ export function tfjsScorers(backend: BackendName = 'auto'): OpenScorer {
       source: model.ckptDir,
       batchSize,
       scoreSequences: (seqs, from) => scorer.scoreSequences(seqs, from),
+      ready: () => Promise.resolve(readyAt),
       dispose: () => model.dispose(),
     };
   };

@@ -39,6 +39,19 @@ test('eval --engine torch equals eval with tfjs: per-choice log-probs within 1e-
   expect(shape(results('torch'))).toBe(shape(results('tfjs')));
 });
 
+test('a checkpoint the scoring process refuses gives one line naming the file, and no results', () => {
+  const run = path.join(dir, 'refused');
+  fs.cpSync(path.join(dir, 'tfjs'), run, { recursive: true });
+  fs.rmSync(path.join(run, 'eval'), { recursive: true, force: true });
+  const ckptRoot = path.join(run, 'ckpt');
+  const weights = path.join(ckptRoot, fs.readdirSync(ckptRoot).sort().pop()!, 'model.safetensors');
+  fs.truncateSync(weights, 100); // the header cut short: refused while the CLI tokenizes the items
+  const e = spawnSync(process.execPath, [BIN, 'eval', '--run', run, '--task', 'brown-cloze', '--limit', '24', '--engine', 'torch'], { encoding: 'utf8', env });
+  expect(e.status).not.toBe(0);
+  expect(e.stderr).toBe(`mlactl: ${weights}: truncated safetensors header\n`);
+  expect(fs.existsSync(path.join(run, 'eval'))).toBe(false);
+}, 60000);
+
 test('a Ctrl-C reaching the scoring process ends it quietly with 130, no traceback', async () => {
   expect('probe' in found).toBe(true);
   if (!('probe' in found)) return;

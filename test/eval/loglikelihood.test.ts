@@ -209,6 +209,35 @@ describe('loglikelihood', () => {
     expect(contexts(plain)).toEqual([['zyx', 'z'], ['zyx', 'z']]); // by length alone, the two contexts mix
   });
 
+  it('tokenizes while a scorer is still starting, then plans with the limits it reports when ready', async () => {
+    const requests = ['x', 'xy', 'xyz'].flatMap((continuation) => [{ context: 'z', continuation }, { context: 'zyx', continuation }]);
+    const inner = bigramModel(tokenizer, successorProb);
+    const events: string[] = [];
+    let becomeReady: () => void = () => undefined;
+    const starting: Parameters<typeof loglikelihood>[0] = {
+      ...inner,
+      tokenizer: { ...tokenizer, encode: (text: string) => (events.push('encode'), tokenizer.encode(text)) },
+      ready: () => new Promise<void>((resolve) => (becomeReady = resolve)),
+      scoreSequences: (seqs: number[][], from?: number[]) => (events.push(`score ${seqs.length}`), inner.scoreSequences(seqs, from)),
+    };
+    const scoring = loglikelihood(starting, requests, { batchSize: 1 });
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(events.length).toBeGreaterThan(0);
+    expect(events.every((e) => e === 'encode')).toBe(true); // all tokenized, nothing sent before ready
+    starting.tokenBudget = 1000; // what a scoring process reports with `ready`
+    starting.packsPrefixes = true;
+    becomeReady();
+    expect(await scoring).toEqual(await loglikelihood(bigramModel(tokenizer, successorProb), requests, { batchSize: 1 }));
+    expect(events.filter((e) => e.startsWith('score'))).toEqual(['score 6']); // one request within the reported budget
+  });
+
+  it('a scorer that cannot start rejects the call with its reason, sending nothing', async () => {
+    const inner = bigramModel(tokenizer, successorProb);
+    const failing = { ...inner, ready: () => Promise.reject(new UserError('model.safetensors: missing tensor model.norm.weight')) };
+    await expect(loglikelihood(failing, [{ context: 'z', continuation: 'x' }])).rejects.toThrow('model.safetensors: missing tensor model.norm.weight');
+    expect(inner.batches).toEqual([]);
+  });
+
   it('refuses an answer with the wrong number of scores for the positions asked', async () => {
     const whole = bigramModel(tokenizer, successorProb);
     const ignoresFrom = { ...whole, scoreSequences: (seqs: number[][]) => whole.scoreSequences(seqs) };

@@ -7,6 +7,7 @@ import YAML from 'yaml';
 import { getTokenizer } from '../../src/data/tokenizer';
 import { UserError } from '../../src/errors';
 import { evaluateRun } from '../../src/eval/run-eval';
+import type { OpenScorer } from '../../src/eval/types';
 import { tfjsScorers } from '../../src/inference/scoring';
 import { saveModel } from '../../src/engine/tfjs/checkpoint';
 import { disposeParams } from '../../src/model/params';
@@ -94,6 +95,35 @@ describe('evaluateRun', () => {
 });
 
 describe('results by item limit', () => {
+  it('tokenizes while the scorer starts; the opening is timed to when the scorer said it was ready', async () => {
+    const { runDir } = await runFolder();
+    const want = await evaluateRun({ runDir, openScorer: tfjsScorers('wasm') });
+    const wantItems = readItems(runDir, 'boolq');
+    let encodedBeforeReady = 0;
+    let readyAt = 0;
+    // A scorer that, like the torch engine's process, is still loading when openScorer returns.
+    const slowStart: OpenScorer = async (dir, opts) => {
+      const scorer = await tfjsScorers('wasm')(dir, opts);
+      let encoded = 0;
+      const loading = new Promise<number>((resolve) =>
+        setTimeout(() => {
+          encodedBeforeReady = encoded;
+          readyAt = Date.now();
+          resolve(readyAt);
+        }, 400),
+      );
+      return { ...scorer, tokenizer: { ...scorer.tokenizer, encode: (text: string) => (encoded++, scorer.tokenizer.encode(text)) }, ready: () => loading };
+    };
+    const started = Date.now();
+    const got = await evaluateRun({ runDir, openScorer: slowStart });
+    expect(encodedBeforeReady).toBeGreaterThan(0);
+    expect(got.openSeconds).toBeGreaterThanOrEqual(0.39);
+    expect(got.openSeconds).toBeLessThanOrEqual((readyAt - started) / 1000 + 0.001);
+    expect(got.scoringItemsPerSecond).toBeGreaterThanOrEqual(got.itemsPerSecond);
+    expect(got.evaluations[0].tasks).toEqual(want.evaluations[0].tasks);
+    expect(readItems(runDir, 'boolq')).toEqual(wantItems);
+  });
+
   it('a quick look with another --limit goes to eval/limit-N/ and leaves the standard results as they are', async () => {
     const { runDir } = await runFolder();
     const full = await evaluateRun({ runDir, openScorer: tfjsScorers('wasm') });

@@ -6,7 +6,7 @@
 import { spawn } from 'child_process';
 import type { Config, EngineConfig } from '../../config/types';
 import { UserError } from '../../errors';
-import type { OpenScorer, TokenScores } from '../../eval/types';
+import type { CheckpointScorer, OpenScorer, TokenScores } from '../../eval/types';
 import { modelFolderInfo } from '../../runfolder/checkpoint';
 import { pythonEnv, requireTorch } from './index';
 
@@ -32,56 +32,72 @@ export function torchScorers(cfg: Pick<Config, 'engine'>): OpenScorer {
       stdio: ['pipe', 'pipe', 'inherit'],
     });
     const waiting = new Map<number, (m: Record<string, unknown>) => void>();
-    let ready: (m: Record<string, unknown>) => void = () => undefined;
-    const started = new Promise<Record<string, unknown>>((resolve) => (ready = resolve));
+    let hello: (m: Record<string, unknown>) => void = () => undefined;
+    const greeted = new Promise<Record<string, unknown>>((resolve) => (hello = resolve));
     let pending = '';
     let failure: string | undefined;
+    let isReady = false;
     child.stdout!.on('data', (d: Buffer) => {
       const lines = (pending + d.toString()).split('\n');
       pending = lines.pop()!;
       for (const line of lines) {
         if (!line.trim()) continue;
         const m = JSON.parse(line) as Record<string, unknown>;
-        if (m.event === 'ready' || m.event === 'error') ready(m);
+        if (m.event === 'ready' || m.event === 'error') hello(m);
         else waiting.get(m.id as number)?.(m);
       }
     });
-    child.on('close', (code) => {
-      failure = `the torch scorer for ${dir} exited with code ${code}`;
-      ready({ event: 'error', message: failure });
+    const ended = (why: string) => {
+      failure ??= why;
+      hello({ event: 'error', message: failure });
       for (const f of waiting.values()) f({ error: failure });
-    });
-    const hello = await started;
-    if (hello.event === 'error') throw new UserError(String(hello.message));
+    };
+    child.on('error', (e) => ended(`the torch scorer for ${dir} could not start: ${e.message}`));
+    child.on('close', (code) => ended(`the torch scorer for ${dir} exited with code ${code}`));
     let nextId = 0;
-    return {
+    // Returned before the process has loaded the weights (7-10 s for paper-400m on a GPU machine), so the caller
+    // tokenizes meanwhile; the scoring limits are filled in when `ready` arrives.
+    const scorer: CheckpointScorer = {
       tokenizer,
       maxSeqLen,
       windowKey: opts.windowKey,
       source: dir,
-      batchSize: typeof hello.batch_size === 'number' && hello.batch_size > opts.batchSize ? hello.batch_size : opts.batchSize,
-      // Requests filled to the process's own pass size (short items: thousands of sequences, not a batch sized for
-      // full windows), and the next one already queued while this side decodes an answer: on an H200, 10k
-      // four-choice items scored at 236 items/s with neither, 331 with both (bench/NOTES.md).
-      tokenBudget: typeof hello.token_budget === 'number' ? hello.token_budget : undefined,
+      // Requests are filled to the process's token budget (below): the batch size is only their minimum.
+      batchSize: opts.batchSize,
+      // The next request already queued while this side decodes an answer: on an H200, 10k four-choice items
+      // scored at 236 items/s with neither this nor the budget, 331 with both (bench/NOTES.md).
       inFlight: 2,
-      packsPrefixes: hello.packs_prefixes === true,
+      ready: () => started,
       scoreSequences(seqs: number[][], from?: number[]): Promise<TokenScores[]> {
-        if (failure) return Promise.reject(new Error(failure));
-        const id = nextId++;
-        return new Promise((resolve, reject) => {
-          waiting.set(id, (m) => {
-            waiting.delete(id);
-            if (m.error) return reject(new Error(String(m.error)));
-            const results = m.results as { logprobs: number[]; greedy: number[] }[];
-            resolve(results.map((r) => ({ logprobs: Float64Array.from(r.logprobs), greedy: Uint8Array.from(r.greedy, Number) })));
+        return started.then(() => {
+          if (failure) throw new Error(failure);
+          const id = nextId++;
+          return new Promise<TokenScores[]>((resolve, reject) => {
+            waiting.set(id, (m) => {
+              waiting.delete(id);
+              if (m.error) return reject(new Error(String(m.error)));
+              const results = m.results as { logprobs: number[]; greedy: number[] }[];
+              resolve(results.map((r) => ({ logprobs: Float64Array.from(r.logprobs), greedy: Uint8Array.from(r.greedy, Number) })));
+            });
+            child.stdin!.write(JSON.stringify(from ? { id, seqs, from } : { id, seqs }) + '\n');
           });
-          child.stdin!.write(JSON.stringify(from ? { id, seqs, from } : { id, seqs }) + '\n');
         });
       },
       dispose() {
         child.stdin!.end();
+        if (!isReady) child.kill(); // still loading: no reason to let it finish
       },
     };
+    const started = greeted.then((m) => {
+      if (m.event === 'error') throw new UserError(String(m.message));
+      isReady = true;
+      // Requests filled to the process's own pass size (short items: thousands of sequences, not a batch sized
+      // for full windows).
+      if (typeof m.token_budget === 'number') scorer.tokenBudget = m.token_budget;
+      scorer.packsPrefixes = m.packs_prefixes === true;
+      return typeof m.ready_at === 'number' ? Math.round(m.ready_at * 1000) : Date.now();
+    });
+    started.catch(() => undefined); // the reason reaches whoever awaits ready() or scores, not the process
+    return scorer;
   };
 }
