@@ -19,7 +19,7 @@ import torch
 
 from .model import MLAForCausalLM, ModelSpec
 from .optim import Optimizer, StateError
-from .safetensors_io import SafetensorsError, read_header, read_safetensors, stream_tensors, write_safetensors
+from .safetensors_io import SafetensorsError, read_header, read_into, read_safetensors, write_safetensors
 
 CHECKPOINT_FORMAT = "mlactl-mla/1"
 CKPT_DIR = "ckpt"
@@ -137,11 +137,11 @@ def check_config_matches(folder: str, spec: ModelSpec) -> dict:
 
 
 @torch.no_grad()
-def load_model_weights(folder: str, model: MLAForCausalLM, use_package: bool = True) -> None:
+def load_model_weights(folder: str, model: MLAForCausalLM) -> None:
     """
     Copy model.safetensors into the model's parameters: exactly its tensors, each of its shape, float32. The header
-    is checked against the model before any parameter changes; then one tensor at a time goes straight into its
-    parameter, wherever that lives (on a GPU: no whole second copy of the weights in host memory).
+    is checked against the model before any parameter changes; then the file is read straight into the parameters,
+    wherever they live (`read_into`: no second copy of the weights in host memory).
     """
     path = os.path.join(folder, "model.safetensors")
     try:
@@ -159,8 +159,7 @@ def load_model_weights(folder: str, model: MLAForCausalLM, use_package: bool = T
                 raise CheckpointError(f"{path}: tensor {name} has shape {list(entry['shape'])}, expected {list(p.shape)}")
             if entry["dtype"] != "F32":
                 raise CheckpointError(f"{path}: tensor {name} must be F32")
-        for name, t in stream_tensors(path, entries, data_start, use_package):
-            params[name].copy_(t)
+        read_into(path, entries, data_start, params)
     except SafetensorsError as e:
         raise CheckpointError(str(e)) from None
 
@@ -228,7 +227,7 @@ def load_training_checkpoint(folder: str, model: MLAForCausalLM, optimizer: Opti
     for key in ("step", "tokens", "elapsed_s", "heads_clipped_total"):
         if not isinstance(state.get(key), (int, float)):
             raise CheckpointError(f"{state_path}: {key} missing or not a number")
-    load_model_weights(folder, model, use_package)
+    load_model_weights(folder, model)
     try:
         optimizer.load_state(record, opt_path)
     except StateError as e:

@@ -369,22 +369,22 @@ class MLAForCausalLM(nn.Module):
 
 def build_for_loading(spec: ModelSpec, device) -> MLAForCausalLM:
     """
-    The model on `device` with its parameters left uninitialised, for a checkpoint to fill next. Built on the meta
-    device (torch >= 2.0), so no initialisation pass runs: at paper-400m that pass took 3.4 s on a CPU core, more
-    than reading the weights. Older torch builds the model on the CPU, initialised, and moves it.
+    The model on `device`, its parameters about to be overwritten by a checkpoint. On a GPU (torch >= 2.0) the
+    modules are built there, so their throwaway random initialisation is a few kernel launches rather than a CPU
+    pass (paper-400m: 2-3 s). The meta device would skip it altogether, but on an H200 host its first use cost
+    about 4 s (bench/NOTES.md). The RoPE tables are recomputed on the CPU, so they are bit-identical everywhere.
     """
-    if not hasattr(torch.device, "__enter__"):
+    if torch.device(device).type != "cuda" or not hasattr(torch.device, "__enter__"):
         return MLAForCausalLM(spec).to(device)
-    with torch.device("meta"):
+    with torch.device(device):
         model = MLAForCausalLM(spec)
-    model.to_empty(device=device)
-    # Buffers are derived from the config, not loaded: each one is recomputed here, so a new buffer must be too.
     cos, sin = rope_tables(spec.dr, spec.max_seq_len, spec.rope_theta)
     derived = {"model.rope_cos": cos, "model.rope_sin": sin}
-    for name, buffer in model.named_buffers():
-        if name not in derived:
-            raise RuntimeError(f"build_for_loading: buffer {name} is not recomputed after building on the meta device")
-        buffer.copy_(derived[name])
+    with torch.no_grad():
+        for name, buffer in model.named_buffers():
+            if name not in derived:
+                raise RuntimeError(f"build_for_loading: buffer {name} is not recomputed on the CPU")
+            buffer.copy_(derived[name])
     return model
 
 

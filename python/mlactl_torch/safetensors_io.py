@@ -5,9 +5,10 @@ starts at a multiple of 8, then the raw little-endian data. Both directions move
 so a file of any size (over 2 GiB included) never becomes one bytes object.
 
 The writer is always this one: tensors in name order and the same JSON layout as src/runfolder/safetensors.ts, so
-both engines write byte-identical files for identical weights. The reader validates the header here and reads
-the data with the `safetensors` package when it is installed (from its memory map), with plain chunked reads
-otherwise.
+both engines write byte-identical files for identical weights. The reader validates the header here;
+`read_into` reads the data straight into existing tensors (a model's parameters, on the CPU or a GPU), and
+`read_safetensors` returns new CPU tensors, read with the `safetensors` package when it is installed (from its
+memory map) and with plain chunked reads otherwise.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import ctypes
 import json
 import os
 import sys
-from typing import Dict, Iterator, Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 
@@ -105,32 +106,79 @@ def read_header(path: str) -> Tuple[Dict[str, dict], Dict[str, str], int]:
     return header, metadata, 8 + n
 
 
-def stream_tensors(path: str, entries: Dict[str, dict], data_start: int, use_package: bool = True) -> Iterator[Tuple[str, torch.Tensor]]:
+def _read_exactly(f, view: memoryview, path: str, name: str) -> None:
+    got = 0
+    while got < len(view):
+        n = f.readinto(view[got:])
+        if not n:
+            raise SafetensorsError(f"{path}: short read in tensor {name}")
+        got += n
+
+
+class _PinnedChunks:
+    """Two pinned host buffers used in turn: one is filled from the file while the other's copy to the GPU runs."""
+
+    def __init__(self, size: int, device: torch.device):
+        self.buffers = [torch.empty(size, dtype=torch.uint8).pin_memory() for _ in range(2)]
+        self.copies: list = [None, None]
+        self.turn = 0
+        self.device = device
+
+    def take(self) -> torch.Tensor:
+        self.turn ^= 1
+        if self.copies[self.turn] is not None:
+            self.copies[self.turn].synchronize()  # its last copy has left it
+        return self.buffers[self.turn]
+
+    def copied(self) -> None:
+        # A copy to the GPU runs on the target device's current stream: the event marks its end there.
+        self.copies[self.turn] = torch.cuda.Event()
+        self.copies[self.turn].record(torch.cuda.current_stream(self.device))
+
+    def finish(self) -> None:
+        torch.cuda.synchronize(self.device)  # the buffers are freed on return: every copy must be done
+
+
+def read_into(path: str, entries: Dict[str, dict], data_start: int, targets: Dict[str, torch.Tensor]) -> None:
     """
-    The tensors of a checked file (`read_header`'s entries) as CPU tensors, one at a time: each is valid until the
-    next is read (the package's come from its memory map), so a caller copies it somewhere or clones it. Loading
-    weights this way never holds a second copy of the whole file.
+    Read each named tensor of a checked file (`read_header`'s entries) straight into its target: a contiguous
+    tensor of the entry's shape and dtype, on any device. A CPU target receives the file's bytes directly; a CUDA
+    target gets them through two pinned chunks in turn, so reading the next chunk overlaps copying the last. Neither
+    holds a second copy of the file: loading a 400M model this way needs 128 MiB of host memory beside it.
     """
-    if use_package and _package_safe_open is not None:
-        with _package_safe_open(path, framework="pt") as f:
-            for name in entries:
-                yield name, f.get_tensor(name)
-        return
-    with open(path, "rb") as f:
-        for name, entry in entries.items():
-            t = torch.empty(entry["shape"], dtype=DTYPES[entry["dtype"]])
-            view = _bytes_of(t)
-            f.seek(data_start + entry["data_offsets"][0])
-            for start in range(0, len(view), CHUNK_BYTES):
-                chunk = view[start : start + CHUNK_BYTES]
-                if f.readinto(chunk) != len(chunk):
-                    raise SafetensorsError(f"{path}: short read in tensor {name}")
-            del view
-            yield name, t
+    devices = {t.device for t in targets.values() if t.device.type != "cpu"}
+    if len(devices) > 1 or any(t.device.type not in ("cpu", "cuda") for t in targets.values()):
+        raise ValueError(f"read_into: targets on the CPU and at most one CUDA device, got {sorted(map(str, devices))}")
+    device_bytes = sum(t.numel() * t.element_size() for t in targets.values() if t.device.type == "cuda")
+    chunks = _PinnedChunks(min(CHUNK_BYTES, device_bytes), devices.pop()) if device_bytes else None
+    with open(path, "rb", buffering=0) as f:
+        for name in sorted(targets, key=lambda n: entries[n]["data_offsets"][0]):  # one pass through the file
+            target = targets[name].detach()
+            if not target.is_contiguous():
+                raise ValueError(f"read_into: target {name} is not contiguous")
+            a, b = entries[name]["data_offsets"]
+            f.seek(data_start + a)
+            if target.device.type == "cpu":
+                _read_exactly(f, _bytes_of(target), path, name)
+                continue
+            flat = target.view(-1).view(torch.uint8)
+            for at in range(0, b - a, CHUNK_BYTES):
+                n = min(CHUNK_BYTES, b - a - at)
+                buffer = chunks.take()
+                _read_exactly(f, _bytes_of(buffer)[:n], path, name)
+                flat[at : at + n].copy_(buffer[:n], non_blocking=True)
+                chunks.copied()
+    if chunks is not None:
+        chunks.finish()
 
 
 def read_safetensors(path: str, use_package: bool = True) -> Tuple[Dict[str, torch.Tensor], Dict[str, str]]:
-    """All tensors of a file as CPU tensors of their own (the file may be replaced while they live on), and its metadata."""
+    """All tensors of a file as CPU tensors, and its metadata."""
     entries, metadata, data_start = read_header(path)
-    mapped = use_package and _package_safe_open is not None
-    return {name: t.clone() if mapped else t for name, t in stream_tensors(path, entries, data_start, use_package)}, metadata
+    if use_package and _package_safe_open is not None:
+        # The package maps the file; each tensor is copied out so the file may be replaced while tensors live on.
+        with _package_safe_open(path, framework="pt") as f:
+            return {name: f.get_tensor(name).clone() for name in entries}, metadata
+    tensors = {name: torch.empty(entry["shape"], dtype=DTYPES[entry["dtype"]]) for name, entry in entries.items()}
+    read_into(path, entries, data_start, tensors)
+    return tensors, metadata

@@ -114,23 +114,22 @@ class LoadingForInference(unittest.TestCase):
     def setUp(self):
         self.dir = temp_dir(self)
 
-    def test_the_loaded_model_equals_the_saved_one_with_either_reader(self):
+    def test_the_loaded_model_equals_the_saved_one(self):
         for spec in (tiny_spec(variant="qk-norm", dq=7, G=2), tiny_spec(variant="baseline", tied=True)):
             model = M.MLAForCausalLM(spec)
             randomize(model, seed=6)
             folder = os.path.join(self.dir, spec.variant)
             C.save_model(folder, model, None)
-            for use_package in (True, False):
-                with self.subTest(variant=spec.variant, use_package=use_package):
-                    loaded = M.build_for_loading(spec, "cpu")
-                    C.load_model_weights(folder, loaded, use_package)
-                    want = dict(model.state_dict(keep_vars=False))
-                    got = dict(loaded.state_dict())
-                    self.assertEqual(sorted(got), sorted(want))
-                    for name in want:
-                        self.assertTrue(torch.equal(got[name], want[name]), name)
-                    for (name, a), (_, b) in zip(model.named_buffers(), loaded.named_buffers()):  # RoPE tables: derived, not saved
-                        self.assertTrue(torch.equal(a, b), name)
+            with self.subTest(variant=spec.variant):
+                loaded = M.build_for_loading(spec, "cpu")
+                C.load_model_weights(folder, loaded)
+                want = dict(model.state_dict(keep_vars=False))
+                got = dict(loaded.state_dict())
+                self.assertEqual(sorted(got), sorted(want))
+                for name in want:
+                    self.assertTrue(torch.equal(got[name], want[name]), name)
+                for (name, a), (_, b) in zip(model.named_buffers(), loaded.named_buffers()):  # RoPE tables: derived, not saved
+                    self.assertTrue(torch.equal(a, b), name)
 
     def test_a_refused_file_leaves_the_parameters_untouched(self):
         spec = tiny_spec()
