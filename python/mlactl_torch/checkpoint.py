@@ -19,7 +19,7 @@ import torch
 
 from .model import MLAForCausalLM, ModelSpec
 from .optim import Optimizer, StateError
-from .safetensors_io import SafetensorsError, read_header, read_into, read_safetensors, write_safetensors
+from .safetensors_io import SafetensorsError, first_mismatch, read_header, read_into, read_safetensors, write_safetensors
 
 CHECKPOINT_FORMAT = "mlactl-mla/1"
 CKPT_DIR = "ckpt"
@@ -147,17 +147,11 @@ def load_model_weights(folder: str, model: MLAForCausalLM) -> None:
     try:
         entries, _, data_start = read_header(path)
         params = dict(model.named_parameters())
-        missing = sorted(set(params) - set(entries))
-        if missing:
-            raise CheckpointError(f"{path}: missing tensor {missing[0]}")
-        extra = sorted(set(entries) - set(params))
-        if extra:
-            raise CheckpointError(f"{path}: unexpected tensor {extra[0]} (checkpoint of another model?)")
-        for name, p in params.items():
-            entry = entries[name]
-            if tuple(entry["shape"]) != tuple(p.shape):
-                raise CheckpointError(f"{path}: tensor {name} has shape {list(entry['shape'])}, expected {list(p.shape)}")
-            if entry["dtype"] != "F32":
+        problem = first_mismatch(path, {n: tuple(p.shape) for n, p in params.items()}, {n: e["shape"] for n, e in entries.items()}, "checkpoint of another model?")
+        if problem:
+            raise CheckpointError(problem)
+        for name in params:
+            if entries[name]["dtype"] != "F32":
                 raise CheckpointError(f"{path}: tensor {name} must be F32")
         read_into(path, entries, data_start, params)
     except SafetensorsError as e:

@@ -13,6 +13,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 import torch
 
 from .model import ModelSpec
+from .safetensors_io import first_mismatch
 
 # ---------------------------------------------------------------------------------------------------------------
 # Groups (src/optim/groups.ts): which optimizer updates a parameter, and whether it is weight-decayed.
@@ -211,15 +212,9 @@ class Optimizer:
     def load_state(self, record: Dict[str, torch.Tensor], source: str = "optimizer state") -> None:
         """Restore exactly; every expected key, no other, each of its shape. Checked before anything changes."""
         expected = self.expected_state()
-        extra = sorted(set(record) - set(expected))
-        if extra:
-            raise StateError(f"{source}: unexpected tensor {extra[0]} (checkpoint from another model or optimizer?)")
-        missing = sorted(set(expected) - set(record))
-        if missing:
-            raise StateError(f"{source}: missing tensor {missing[0]} (checkpoint from another model or optimizer?)")
-        for key, shape in expected.items():
-            if tuple(record[key].shape) != shape:
-                raise StateError(f"{source}: tensor {key} has shape {list(record[key].shape)}, expected {list(shape)}")
+        problem = first_mismatch(source, expected, {k: v.shape for k, v in record.items()}, "checkpoint from another model or optimizer?")
+        if problem:
+            raise StateError(problem)
         step = int(record[STEP_KEY].item())
         if step < 0:
             raise StateError(f"{source}: step must be a non-negative integer, got {step}")

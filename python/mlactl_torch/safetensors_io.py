@@ -16,7 +16,7 @@ import ctypes
 import json
 import os
 import sys
-from typing import Dict, Optional, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 
@@ -104,6 +104,24 @@ def read_header(path: str) -> Tuple[Dict[str, dict], Dict[str, str], int]:
         if a < 0 or b - a != count * WIDTHS[dtype] or b > body:
             raise SafetensorsError(f"{path}: tensor {name} has inconsistent offsets")
     return header, metadata, 8 + n
+
+
+def first_mismatch(source: str, expected: Dict[str, Tuple[int, ...]], found: Dict[str, Sequence[int]], hint: str) -> Optional[str]:
+    """
+    How a file's tensors (`found`: name -> shape) first differ from exactly the `expected` names and shapes, as a
+    one-line message naming `source` (`hint` guesses why, for a wrong or missing name); None when they match. Both
+    checkpoint files, the weights and the optimizer state, are checked this strictly before anything is changed.
+    """
+    extra = sorted(set(found) - set(expected))
+    if extra:
+        return f"{source}: unexpected tensor {extra[0]} ({hint})"
+    missing = sorted(set(expected) - set(found))
+    if missing:
+        return f"{source}: missing tensor {missing[0]} ({hint})"
+    for name, shape in expected.items():
+        if tuple(found[name]) != tuple(shape):
+            return f"{source}: tensor {name} has shape {list(found[name])}, expected {list(shape)}"
+    return None
 
 
 def _read_exactly(f, view: memoryview, path: str, name: str) -> None:
