@@ -129,8 +129,6 @@ def main(argv=None) -> int:
     s.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     s.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
     s.add_argument("--threads", type=int, default=0)
-    s.add_argument("--batch-size", type=int, default=0, help="sequences per request the caller plans to send (ready may suggest more on CUDA)")
-    s.add_argument("--window", type=int, default=0, help="the longest sequence the caller sends, in tokens (sizes the suggestion)")
     s.add_argument("--compile", default="off", choices=("on", "off"), help="torch.compile the decoder blocks on CUDA (pays off only for large task sets)")
     g = sub.add_parser("generate", help="greedy tokens from a checkpoint through a decode cache: one JSON result on stdout")
     g.add_argument("--model", required=True, help="a model folder (model.safetensors + config.json)")
@@ -183,7 +181,7 @@ def score(args) -> int:
 
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     try:
-        return serve(args.model, device, args.precision if device == "cuda" else "fp32", args.batch_size, args.window, args.compile == "on", STARTED)
+        return serve(args.model, device, args.precision if device == "cuda" else "fp32", args.compile == "on", STARTED)
     except CheckpointError as e:
         sys.stdout.write(json.dumps({"event": "error", "message": str(e).splitlines()[0]}) + "\n")
         return 2

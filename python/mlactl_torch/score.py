@@ -253,12 +253,10 @@ def score_batch(model: MLAForCausalLM, seqs: List[List[int]], device: str, dtype
     return score_sequences(model, seqs, device, dtype, token_budget(model, device, dtype), starts)
 
 
-def serve(folder: str, device: str, precision: str, batch_size: int = 0, window: int = 0, compile: bool = False,
-          since: Optional[float] = None) -> int:
+def serve(folder: str, device: str, precision: str, compile: bool = False, since: Optional[float] = None) -> int:
     """
-    Answer requests until stdin closes. `ready` reports `batch_size`: the sequences per request the caller should
-    send, at least the requested `batch_size`, more on CUDA when sequences of `window` tokens fit the budget.
-    A request this process cannot score (a bad `from`) gets `{"id", "error"}` and the process goes on.
+    Answer requests until stdin closes. `ready` reports `token_budget`, the padded tokens of one forward pass: the
+    caller fills its requests to it. A request this process cannot score (a bad `from`) gets `{"id", "error"}` and the process goes on.
     `compile` compiles the decoder blocks (CUDA): on an H200 it pays off only past about 50k items (bench/NOTES.md).
     With MLACTL_SCORE_TIMING=1, one line on stderr at the end says where the process's time went (loading, each
     request's computing, reading requests and writing answers), so the first requests' compilation shows apart;
@@ -271,12 +269,9 @@ def serve(folder: str, device: str, precision: str, batch_size: int = 0, window:
     loaded = time.perf_counter() - started
     budget = token_budget(model, device, dtype)
     pack = os.environ.get("MLACTL_SCORE_PACK", "1") != "0"
-    suggested = batch_size
-    if str(device).startswith("cuda") and window > 0:
-        suggested = max(batch_size, min(8192, budget // (window + 1)))
     out = sys.stdout
     out.write(json.dumps({"event": "ready", "device": device, "precision": "bf16" if dtype == torch.bfloat16 else "fp32", "token_budget": budget,
-                          "batch_size": suggested, "compile": bool(compile and can_compile_blocks(device)), "packs_prefixes": pack,
+                          "compile": bool(compile and can_compile_blocks(device)), "packs_prefixes": pack,
                           # The caller may be busy (tokenizing) when this line arrives: its own clock says when it was written.
                           "ready_at": time.time()}) + "\n")
     out.flush()

@@ -174,7 +174,7 @@ class ScoringPasses(unittest.TestCase):
         with mock.patch.object(SC, "load_for_scoring", return_value=model), mock.patch.object(SC.sys, "stdin", stdin), \
                 mock.patch.object(SC.sys, "stdout", out), mock.patch.dict(os.environ, {"MLACTL_SCORE_TIMING": "1"}), contextlib.redirect_stderr(err):
             before = time.time()
-            self.assertEqual(SC.serve("unused", "cpu", "fp32", 4, 0, since=time.perf_counter() - 2.5), 0)
+            self.assertEqual(SC.serve("unused", "cpu", "fp32", since=time.perf_counter() - 2.5), 0)
         lines = [json.loads(l) for l in out.getvalue().splitlines()]
         self.assertEqual(lines[0]["event"], "ready")
         self.assertTrue(before <= lines[0]["ready_at"] <= time.time(), lines[0]["ready_at"])  # wall clock, seconds

@@ -19,11 +19,10 @@ CHILD = r"""
 import json, sys, time
 sys.path.insert(0, sys.argv[1])
 import torch
-from mlactl_torch.model import MLAForCausalLM, ModelSpec, build_for_loading
+from mlactl_torch.model import MLAForCausalLM, build_for_loading
 sys.path.insert(0, sys.argv[1] + "/tools")
-from bench_score import PRESETS
-p = PRESETS[sys.argv[2]]
-spec = ModelSpec(variant="qk-norm", G=p["H"], scope="full", qk_eps=1e-6, norm_eps=1e-6, rope_theta=10000.0, tied=False, init_std=0.02, **p)
+from bench_score import preset_spec
+spec = preset_spec(sys.argv[2])
 torch.zeros(1, device="cuda")
 def cpu_then_move():
     return MLAForCausalLM(spec).to("cuda")

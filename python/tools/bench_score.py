@@ -39,6 +39,12 @@ PRESETS = {
 }
 
 
+def preset_spec(preset: str) -> ModelSpec:
+    """The preset's model with QK-norm, one key group per head (the DeepSeek-like default)."""
+    p = PRESETS[preset]
+    return ModelSpec(variant="qk-norm", G=p["H"], scope="full", qk_eps=1e-6, norm_eps=1e-6, rope_theta=10000.0, tied=False, init_std=0.02, **p)
+
+
 def random_items(n: int, choices: int, context: int, continuation: int, vocab: int, seed: int):
     """Token sequences, `choices` per item: one context, then each choice's own continuation; and where scoring starts."""
     gen = torch.Generator().manual_seed(seed)
@@ -62,7 +68,7 @@ def main() -> int:
     ap.add_argument("--choices", type=int, default=4)
     ap.add_argument("--context", type=int, default=80, help="mean context tokens (HellaSwag-like)")
     ap.add_argument("--continuation", type=int, default=24, help="mean tokens per choice")
-    ap.add_argument("--request", type=int, default=1024, help="items per request (the CLI sends the suggested batch)")
+    ap.add_argument("--request", type=int, default=1024, help="items per request (the CLI fills its requests to the token budget)")
     ap.add_argument("--precision", default="bf16", choices=("bf16", "fp32"))
     ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     ap.add_argument("--warmup", type=int, default=2, help="requests before timing")
@@ -71,8 +77,7 @@ def main() -> int:
     args = ap.parse_args()
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     dtype = torch.bfloat16 if args.precision == "bf16" and device == "cuda" else torch.float32
-    p = PRESETS[args.preset]
-    spec = ModelSpec(variant="qk-norm", G=p["H"], scope="full", qk_eps=1e-6, norm_eps=1e-6, rope_theta=10000.0, tied=False, init_std=0.02, **p)
+    spec = preset_spec(args.preset)
     model = MLAForCausalLM(spec)
     init_parameters(model, 0)
     model = model.to(device).eval()

@@ -25,8 +25,6 @@ export function torchScorers(cfg: Pick<Config, 'engine'>): OpenScorer {
     // (bench/NOTES.md), so scoring compiles only when the config says `on`, never for `auto`.
     const compile = cfg.engine.compile === 'on' ? 'on' : 'off';
     const args = ['score', '--model', dir, '--device', cfg.engine.device, '--precision', precision, '--threads', String(cfg.engine.threads), '--compile', compile];
-    // The process cuts each request into forward passes sized to its memory; on CUDA it suggests larger requests.
-    args.push('--batch-size', String(opts.batchSize), '--window', String(maxSeqLen));
     const child = spawn(python, ['-m', 'mlactl_torch', ...args], {
       env: pythonEnv(),
       stdio: ['pipe', 'pipe', 'inherit'],
@@ -55,8 +53,8 @@ export function torchScorers(cfg: Pick<Config, 'engine'>): OpenScorer {
     child.on('error', (e) => ended(`the torch scorer for ${dir} could not start: ${e.message}`));
     child.on('close', (code) => ended(`the torch scorer for ${dir} exited with code ${code}`));
     let nextId = 0;
-    // Returned before the process has loaded the weights (7-10 s for paper-400m on a GPU machine), so the caller
-    // tokenizes meanwhile; the scoring limits are filled in when `ready` arrives.
+    // Returned before the process has imported torch and loaded the weights (about 4 s for paper-400m on an H200),
+    // so the caller tokenizes meanwhile; the scoring limits are filled in when `ready` arrives.
     const scorer: CheckpointScorer = {
       tokenizer,
       maxSeqLen,
